@@ -1,0 +1,107 @@
+"""
+Checks and normalisation of user input, run before any request is sent.
+
+Every failure is an :class:`~airflow_provider_atscale.errors.AtScaleConfigurationError` naming the argument,
+the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_atscale.errors import AtScaleConfigurationError
+
+# Ids become URL path segments: anything that would change the URL's meaning is refused, not escaped.
+_ID_FORBIDDEN = re.compile(r"[\s/\\?#%]")
+_NON_NEGATIVE_INTEGER = re.compile(r"\d+")
+
+
+def validate_id(name: str, value: object) -> str:
+    """
+    Check an AtScale id (catalog, model or batch).
+
+    :param name: the argument's name, for the error message.
+    :param value: the value to check.
+    :return: the id.
+    """
+    if not isinstance(value, str):
+        raise AtScaleConfigurationError(f"{name} must be a non-empty string id, got {value!r}")
+    if not value:
+        raise AtScaleConfigurationError(f"{name} must be a non-empty string id, got an empty string")
+    if _ID_FORBIDDEN.search(value):
+        raise AtScaleConfigurationError(
+            f"{name} must be an AtScale id without whitespace, slashes, '?', '#' or '%', got {value!r}"
+        )
+    return value
+
+
+def normalize_full_build(value: object) -> bool:
+    """
+    Read ``full_build``: a bool, or after templating the string ``"true"`` or ``"false"`` in any case.
+
+    :param value: the rendered argument.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise AtScaleConfigurationError(f"full_build must be True, False, 'true' or 'false', got {value!r}")
+
+
+def normalize_grace_period_overrides(value: object) -> dict[str, int]:
+    """
+    Read ``grace_period_overrides`` into a dict of dataset name to a non-negative integer.
+
+    Accepted: ``None`` or ``""`` (no overrides); a mapping whose values are integers or integer strings
+    (``"30"`` becomes ``30``); or a string holding such a JSON object, as one template renders it.
+
+    :param value: the rendered argument.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise AtScaleConfigurationError(
+                "grace_period_overrides must be a mapping or a JSON object string such as "
+                f"'{{\"factinternetsales\": 30}}', got {_shorten(value)!r}"
+            ) from None
+    if not isinstance(value, Mapping):
+        raise AtScaleConfigurationError(
+            "grace_period_overrides must map dataset names to non-negative integers, "
+            f"got {type(value).__name__} {_shorten(value)}"
+        )
+    overrides: dict[str, int] = {}
+    for dataset, grace in value.items():
+        if not isinstance(dataset, str) or not dataset.strip():
+            raise AtScaleConfigurationError(
+                f"grace_period_overrides keys must be non-empty dataset names, got {dataset!r}"
+            )
+        overrides[dataset.strip()] = _non_negative_int(f"grace_period_overrides[{dataset!r}]", grace)
+    return overrides
+
+
+def check_overrides_allowed(full_build: bool, overrides: Mapping[str, int]) -> None:
+    """Refuse grace-period overrides on a full build: AtScale takes them for incremental builds only."""
+    if full_build and overrides:
+        raise AtScaleConfigurationError(
+            "grace_period_overrides apply to incremental builds only, but full_build=True was given "
+            f"with {dict(overrides)!r}: remove the overrides or set full_build=False"
+        )
+
+
+def _non_negative_int(name: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _NON_NEGATIVE_INTEGER.fullmatch(value.strip()):
+        return int(value.strip())
+    raise AtScaleConfigurationError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _shorten(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

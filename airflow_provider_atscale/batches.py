@@ -1,0 +1,174 @@
+"""
+AtScale aggregate batches and what their statuses mean.
+
+Pure Python: no Airflow and no HTTP, so every other module (hook, operator, trigger, emulator) shares one
+definition of a batch and one classification of its statuses.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+class BatchStatusClass(str, enum.Enum):
+    """What a batch status means for a caller waiting on the batch."""
+
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether a batch in this class will not change any more (unknown counts as terminal)."""
+        return self is not BatchStatusClass.IN_PROGRESS
+
+
+# AtScale documents these status values but not their meaning; this is how public clients read them.
+IN_PROGRESS_STATUSES = frozenset({"new", "pending", "inprogress", "running"})
+SUCCEEDED_STATUSES = frozenset({"done", "success", "active"})
+FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "invalid", "unreliable", "deleted"})
+
+_STATUS_CLASSES: Mapping[str, BatchStatusClass] = {
+    **dict.fromkeys(IN_PROGRESS_STATUSES, BatchStatusClass.IN_PROGRESS),
+    **dict.fromkeys(SUCCEEDED_STATUSES, BatchStatusClass.SUCCEEDED),
+    **dict.fromkeys(FAILED_STATUSES, BatchStatusClass.FAILED),
+}
+
+
+def classify_status(status: str | None) -> BatchStatusClass:
+    """
+    Classify an AtScale batch status.
+
+    A status outside the documented vocabulary is ``UNKNOWN``: callers must never treat it as success.
+
+    :param status: the status as AtScale sent it; case and surrounding blanks are ignored.
+    """
+    if not isinstance(status, str):
+        return BatchStatusClass.UNKNOWN
+    return _STATUS_CLASSES.get(status.strip().lower(), BatchStatusClass.UNKNOWN)
+
+
+def parse_api_datetime(value: Any) -> datetime | None:
+    """
+    Parse an AtScale timestamp (ISO 8601, ``Z`` or an offset) into an aware UTC datetime.
+
+    :param value: the string AtScale sent, or ``None``.
+    :raises ValueError: the value is neither ``None`` nor an ISO 8601 timestamp.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 timestamp, got {value!r}")
+    parsed = datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is None:
+        # AtScale sends UTC; a timestamp without an offset is read as UTC rather than local time.
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def format_api_datetime(value: datetime) -> str:
+    """Format an aware datetime the way AtScale does: UTC, milliseconds, ``Z``."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class AggregateBatch:
+    """
+    One AtScale aggregate batch: a full or incremental build of a model's aggregates.
+
+    :param id: the batch id AtScale assigned.
+    :param catalog_id: the catalog the model belongs to.
+    :param model_id: the model whose aggregates the batch builds.
+    :param status: the batch status as AtScale sent it; see :func:`classify_status`.
+    :param create_date: when AtScale created the batch, an aware datetime.
+    :param estimate_time: AtScale's estimate, in the unit AtScale uses (undocumented), or ``None``.
+    :param is_full_build: whether every aggregate is rebuilt, rather than an incremental build.
+    :param batch_type: AtScale's batch type, e.g. ``aggregate_batch``.
+    :param start_time: when the build started, where batch history tells.
+    :param end_time: when the build ended, where batch history tells.
+    """
+
+    id: str
+    catalog_id: str
+    model_id: str
+    status: str
+    create_date: datetime | None = None
+    estimate_time: int | float | None = None
+    is_full_build: bool | None = None
+    batch_type: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    # The object exactly as AtScale sent it, so to_api() gives it back untouched.
+    raw: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def status_class(self) -> BatchStatusClass:
+        """The class of :attr:`status`."""
+        return classify_status(self.status)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the batch has finished (or reached a status this provider does not know)."""
+        return self.status_class.is_terminal
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> AggregateBatch:
+        """
+        Build a batch from AtScale's camelCase batch object.
+
+        :param data: the ``batch`` object of a trigger response or a batch history entry.
+        :raises ValueError: a required field is missing or a field has the wrong type.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a batch object, got {type(data).__name__}")
+        batch_id = data.get("id")
+        status = data.get("status")
+        if not isinstance(batch_id, str) or not batch_id:
+            raise ValueError(f"batch has no id: {dict(data)!r}")
+        if not isinstance(status, str) or not status:
+            raise ValueError(f"batch {batch_id} has no status")
+        estimate = data.get("estimateTime")
+        if estimate is not None and (isinstance(estimate, bool) or not isinstance(estimate, (int, float))):
+            raise ValueError(f"batch {batch_id} has a non-numeric estimateTime {estimate!r}")
+        is_full_build = data.get("isFullBuild")
+        if is_full_build is not None and not isinstance(is_full_build, bool):
+            raise ValueError(f"batch {batch_id} has a non-boolean isFullBuild {is_full_build!r}")
+        return cls(
+            id=batch_id,
+            catalog_id=str(data.get("catalogId") or ""),
+            model_id=str(data.get("modelId") or ""),
+            status=status,
+            create_date=parse_api_datetime(data.get("createDate")),
+            estimate_time=estimate,
+            is_full_build=is_full_build,
+            batch_type=data.get("batchType"),
+            start_time=parse_api_datetime(data.get("startTime")),
+            end_time=parse_api_datetime(data.get("endTime")),
+            raw=copy.deepcopy(dict(data)),
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        """The batch as AtScale's camelCase object: exactly what AtScale sent, where it came from AtScale."""
+        if self.raw is not None:
+            return copy.deepcopy(dict(self.raw))
+        data: dict[str, Any] = {
+            "id": self.id,
+            "catalogId": self.catalog_id,
+            "modelId": self.model_id,
+            "createDate": format_api_datetime(self.create_date) if self.create_date else None,
+            "status": self.status,
+            "estimateTime": self.estimate_time,
+            "isFullBuild": self.is_full_build,
+            "batchType": self.batch_type,
+        }
+        if self.start_time is not None:
+            data["startTime"] = format_api_datetime(self.start_time)
+        if self.end_time is not None:
+            data["endTime"] = format_api_datetime(self.end_time)
+        return data

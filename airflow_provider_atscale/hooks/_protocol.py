@@ -1,0 +1,208 @@
+"""
+The AtScale API's requests and responses, without a transport.
+
+The sync hook (requests) and the async path (httpx) both build their requests and read their answers here,
+so the two can never disagree about a URL, a header or a JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from airflow_provider_atscale.batches import AggregateBatch
+from airflow_provider_atscale.errors import AtScaleHTTPError, AtScaleResponseError, http_error_class
+
+TRIGGER_BUILD_PATH = "/v1/aggregates-batch/catalogs/{catalog_id}/models/{model_id}"
+CATALOGS_PATH = "/v1/catalogs"
+
+# Keys under which AtScale and the proxies in front of it put an error's text.
+_ERROR_TEXT_KEYS = ("message", "error_description", "errorMessage", "detail", "error", "errors")
+_MAX_ERROR_TEXT = 500
+
+_STATUS_HINTS = {
+    401: "check the connection's API token (AtScale API tokens expire after 90 days)",
+    403: "the token's user needs the aggregates_manage role, and the model must be deployed",
+}
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """
+    One request to the AtScale API.
+
+    :param method: the HTTP method.
+    :param path: the API path below the connection's base URL, ids already escaped.
+    :param params: query parameters.
+    :param json_body: the JSON body, or ``None`` for none.
+    """
+
+    method: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    json_body: Any = None
+
+    def describe(self) -> str:
+        """``METHOD /path`` for messages."""
+        return f"{self.method} {self.path}"
+
+
+def trigger_build_request(
+    catalog_id: str, model_id: str, *, full_build: bool, grace_period_overrides: Mapping[str, int]
+) -> ApiRequest:
+    """The request that starts an aggregate build (API page, section 1)."""
+    return ApiRequest(
+        method="POST",
+        path=TRIGGER_BUILD_PATH.format(
+            catalog_id=quote(catalog_id, safe=""), model_id=quote(model_id, safe="")
+        ),
+        params={"isFullBuild": "true" if full_build else "false"},
+        json_body={"gracePeriodOverrides": dict(grace_period_overrides)},
+    )
+
+
+def list_catalogs_request() -> ApiRequest:
+    """The request that lists catalogs and their models (API page, section 4)."""
+    return ApiRequest(method="GET", path=CATALOGS_PATH)
+
+
+def read_json(request: ApiRequest, status_code: int, body: bytes, secrets: tuple[str, ...] = ()) -> Any:
+    """
+    Check an answer's status and return its JSON body.
+
+    :param request: the request that was answered.
+    :param status_code: the HTTP status.
+    :param body: the raw body.
+    :param secrets: strings to scrub from any error text (the token), should a server echo them.
+    :raises AtScaleHTTPError: for an error status, the subclass for that status.
+    :raises AtScaleResponseError: for a body that is not JSON or says ``"success": false``.
+    """
+    if status_code >= 400:
+        raise http_error(request, status_code, body, secrets)
+    parsed = _parse(body)
+    if parsed is _NOT_JSON:
+        raise AtScaleResponseError(
+            f"AtScale {request.describe()} answered HTTP {status_code} with a body that is not JSON: "
+            f"{_scrub(_text(body), secrets)!r}",
+            method=request.method,
+            path=request.path,
+            status_code=status_code,
+        )
+    if isinstance(parsed, dict) and parsed.get("success") is False:
+        message = _scrub(_error_text(parsed) or "no error text", secrets)
+        raise AtScaleResponseError(
+            f'AtScale {request.describe()} answered HTTP {status_code} with "success": false: {message}',
+            method=request.method,
+            path=request.path,
+            status_code=status_code,
+        )
+    return parsed
+
+
+def http_error(
+    request: ApiRequest, status_code: int, body: bytes, secrets: tuple[str, ...]
+) -> AtScaleHTTPError:
+    """Build the error for an HTTP error status, carrying AtScale's own error text."""
+    parsed = _parse(body)
+    atscale_message = _error_text(parsed) if parsed is not _NOT_JSON else (_text(body) or None)
+    if atscale_message is not None:
+        atscale_message = _scrub(atscale_message, secrets)
+    message = f"AtScale {request.describe()} failed with HTTP {status_code}"
+    message += f": {atscale_message}" if atscale_message else " and no error text"
+    if hint := _STATUS_HINTS.get(status_code):
+        message += f" ({hint})"
+    return http_error_class(status_code)(
+        message,
+        method=request.method,
+        path=request.path,
+        status_code=status_code,
+        atscale_message=atscale_message,
+    )
+
+
+def parse_trigger_response(request: ApiRequest, status_code: int, data: Any) -> AggregateBatch:
+    """Read the batch out of a trigger answer: ``{"batch": {...}, "success": true}``."""
+    batch = data.get("batch") if isinstance(data, dict) else None
+    try:
+        return AggregateBatch.from_api(batch)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise AtScaleResponseError(
+            f"AtScale {request.describe()} answered HTTP {status_code} without a valid batch object: {error}",
+            method=request.method,
+            path=request.path,
+            status_code=status_code,
+        ) from None
+
+
+def parse_catalogs(request: ApiRequest, status_code: int, data: Any) -> list[dict[str, Any]]:
+    """Read the list of catalogs (each with its ``models``)."""
+    # Some editions wrap lists as {"data": [...]}; accept both shapes.
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise AtScaleResponseError(
+            f"AtScale {request.describe()} answered HTTP {status_code} without a list of catalogs",
+            method=request.method,
+            path=request.path,
+            status_code=status_code,
+        )
+    return data
+
+
+def describe_known_models(catalogs: list[dict[str, Any]], catalog_id: str) -> str:
+    """A hint for a 404: the catalogs the token sees, or the models of the catalog asked for."""
+    catalog = next((c for c in catalogs if c.get("id") == catalog_id), None)
+    if catalog is None:
+        known = ", ".join(f"{c.get('id')} ({c.get('name')})" for c in catalogs) or "none"
+        return f"catalog {catalog_id} is not among the catalogs this token sees: {known}"
+    models = catalog.get("models") or []
+    known = ", ".join(f"{m.get('id')} ({m.get('name')})" for m in models if isinstance(m, dict)) or "none"
+    return f"models of catalog {catalog_id}: {known}"
+
+
+class _NotJson:
+    pass
+
+
+_NOT_JSON: Any = _NotJson()
+
+
+def _parse(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _error_text(parsed: Any) -> str | None:
+    """Find the error's text in a JSON error body of any of the shapes seen in the wild."""
+    if isinstance(parsed, str):
+        return _clip(parsed) if parsed.strip() else None
+    if isinstance(parsed, list):
+        texts = [text for item in parsed if (text := _error_text(item))]
+        return _clip("; ".join(texts)) if texts else None
+    if isinstance(parsed, dict):
+        for key in _ERROR_TEXT_KEYS:
+            if key in parsed and (text := _error_text(parsed[key])):
+                return text
+    return None
+
+
+def _text(body: bytes) -> str:
+    return _clip(body.decode("utf-8", errors="replace").strip())
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

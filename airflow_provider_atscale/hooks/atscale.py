@@ -1,0 +1,185 @@
+"""The AtScale hook: the ``atscale`` connection, the token and every HTTP call to AtScale."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_atscale import __version__
+from airflow_provider_atscale._compat import AirflowNotFoundException, BaseHook, mask_secret
+from airflow_provider_atscale._validation import (
+    check_overrides_allowed,
+    normalize_grace_period_overrides,
+    validate_id,
+)
+from airflow_provider_atscale.batches import AggregateBatch
+from airflow_provider_atscale.errors import (
+    AtScaleConfigurationError,
+    AtScaleError,
+    AtScaleNotFoundError,
+    AtScaleTransportError,
+)
+from airflow_provider_atscale.hooks import _protocol
+from airflow_provider_atscale.hooks._settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    import requests
+
+USER_AGENT = f"airflow-provider-atscale/{__version__}"
+
+log = logging.getLogger(__name__)
+
+
+class AtScaleHook(BaseHook):
+    """
+    Talk to AtScale's engine API through an ``atscale`` Airflow connection.
+
+    The connection's ``host`` is AtScale's base URL (``https://atscale.example.com``; no scheme means
+    https; a path after the host is kept, for servers behind a proxy prefix), ``port`` overrides the URL's
+    port, and ``password`` holds the API token. Extras: ``verify`` (true, false or a CA bundle path; default
+    true) and ``timeout`` (seconds per request; default 30).
+
+    One HTTP session is opened per hook and reused for every call; every request has a timeout.
+
+    :param atscale_conn_id: the Airflow connection id.
+    """
+
+    conn_name_attr = "atscale_conn_id"
+    default_conn_name = "atscale_default"
+    conn_type = "atscale"
+    hook_name = "AtScale"
+
+    def __init__(self, atscale_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.atscale_conn_id = atscale_conn_id
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(atscale_conn_id={self.atscale_conn_id!r})"
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        """The connection's checked settings, read once per hook."""
+        try:
+            conn = self.get_connection(self.atscale_conn_id)
+        except AirflowNotFoundException:
+            raise AtScaleConfigurationError(
+                f"atscale_conn_id {self.atscale_conn_id!r} names no Airflow connection: create it under "
+                f"Admin > Connections (type AtScale) or set AIRFLOW_CONN_{self.atscale_conn_id.upper()}"
+            ) from None
+        settings = ConnectionSettings.from_connection(self.atscale_conn_id, conn)
+        mask_secret(settings.token)
+        return settings
+
+    def get_conn(self) -> requests.Session:
+        """The hook's HTTP session, created on first use and reused for every call."""
+        if self._session is None:
+            import requests
+
+            session = requests.Session()
+            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close the HTTP session; the next call opens a new one."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def trigger_aggregate_build(
+        self,
+        catalog_id: str,
+        model_id: str,
+        *,
+        full_build: bool,
+        grace_period_overrides: Mapping[str, int] | None = None,
+    ) -> AggregateBatch:
+        """
+        Start an aggregate build of one model.
+
+        :param catalog_id: the catalog's id.
+        :param model_id: the model's id.
+        :param full_build: rebuild every aggregate (``True``) or build incrementally (``False``).
+        :param grace_period_overrides: dataset name to grace period, for incremental builds only.
+        :return: the new batch, as AtScale answered.
+        :raises AtScaleConfigurationError: an argument is invalid; nothing was sent.
+        :raises AtScaleNotFoundError: the catalog or model is unknown; the message lists the known ones.
+        """
+        validate_id("catalog_id", catalog_id)
+        validate_id("model_id", model_id)
+        if not isinstance(full_build, bool):
+            raise AtScaleConfigurationError(f"full_build must be True or False, got {full_build!r}")
+        overrides = normalize_grace_period_overrides(grace_period_overrides)
+        check_overrides_allowed(full_build, overrides)
+        request = _protocol.trigger_build_request(
+            catalog_id, model_id, full_build=full_build, grace_period_overrides=overrides
+        )
+        try:
+            status_code, data = self._call(request)
+        except AtScaleNotFoundError as error:
+            raise type(error)(
+                f"{error} [{self._known_models_hint(catalog_id)}]",
+                method=error.method,
+                path=error.path,
+                status_code=error.http_status,
+                atscale_message=error.atscale_message,
+            ) from None
+        return _protocol.parse_trigger_response(request, status_code, data)
+
+    def list_catalogs(self) -> list[dict[str, Any]]:
+        """The catalogs this token sees, each with its ``models``."""
+        request = _protocol.list_catalogs_request()
+        status_code, data = self._call(request)
+        return _protocol.parse_catalogs(request, status_code, data)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the connection by listing catalogs, for the Test button of Airflow's connection form."""
+        try:
+            catalogs = self.list_catalogs()
+        except AtScaleError as error:
+            return False, str(error)
+        return True, f"Connected to AtScale at {self.settings.base_url}: {len(catalogs)} catalog(s) visible"
+
+    def _known_models_hint(self, catalog_id: str) -> str:
+        try:
+            return _protocol.describe_known_models(self.list_catalogs(), catalog_id)
+        except AtScaleError:
+            # The hint is a courtesy: the 404 itself is the error to report.
+            return "the list of known catalogs could not be read"
+
+    def _call(self, request: _protocol.ApiRequest) -> tuple[int, Any]:
+        """Send a request and return its status and JSON body, or raise the matching AtScaleError."""
+        import requests
+
+        settings = self.settings
+        session = self.get_conn()
+        try:
+            response = session.request(
+                request.method,
+                settings.base_url + request.path,
+                params=dict(request.params),
+                json=request.json_body,
+                headers={"Authorization": f"Bearer {settings.token}"},
+                timeout=settings.timeout,
+                # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override session.verify.
+                verify=settings.verify,
+            )
+        except requests.RequestException as error:
+            raise AtScaleTransportError(
+                f"AtScale {request.describe()} got no answer from {settings.base_url}: "
+                f"{type(error).__name__} ({_describe_transport_error(error)})",
+                method=request.method,
+                path=request.path,
+            ) from error
+        log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
+        data = _protocol.read_json(request, response.status_code, response.content, (settings.token,))
+        return response.status_code, data
+
+
+def _describe_transport_error(error: Exception) -> str:
+    # requests' messages name the URL and pool, never headers, so they are safe to show; keep them short.
+    text = str(error)
+    return text if len(text) <= 300 else text[:300] + "..."
