@@ -57,7 +57,8 @@ class AtScaleResponseError(AtScaleError):
 
     :param method: the HTTP method.
     :param path: the API path, without host or query.
-    :param status_code: the HTTP status of the answer, kept as ``http_status`` (``status_code`` means another thing to Airflow).
+    :param status_code: the HTTP status of the answer, kept as ``http_status`` (``status_code`` means
+        another thing to Airflow).
     """
 
     def __init__(self, message: str, *, method: str, path: str, status_code: int) -> None:
@@ -73,7 +74,8 @@ class AtScaleHTTPError(AtScaleError):
 
     :param method: the HTTP method.
     :param path: the API path, without host or query.
-    :param status_code: the HTTP status, kept as ``http_status`` (``status_code`` means another thing to Airflow).
+    :param status_code: the HTTP status, kept as ``http_status`` (``status_code`` means another thing
+        to Airflow).
     :param atscale_message: AtScale's own error text from the body, if any.
     """
 
