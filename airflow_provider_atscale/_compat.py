@@ -7,9 +7,10 @@ version is a change to this file alone.
 
 from __future__ import annotations
 
-from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, Context, conf
+from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, Context, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 from airflow.sdk.log import mask_secret
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 __all__ = [
     "AirflowException",
@@ -18,7 +19,10 @@ __all__ = [
     "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",
+    "BaseTrigger",
     "Context",
+    "PokeReturnValue",
+    "TriggerEvent",
     "conf",
     "mask_secret",
 ]

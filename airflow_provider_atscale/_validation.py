@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from airflow_provider_atscale.errors import AtScaleConfigurationError
@@ -92,6 +93,20 @@ def check_overrides_allowed(full_build: bool, overrides: Mapping[str, int]) -> N
             "grace_period_overrides apply to incremental builds only, but full_build=True was given "
             f"with {dict(overrides)!r}: remove the overrides or set full_build=False"
         )
+
+
+def validate_positive_seconds(name: str, value: object) -> float:
+    """
+    Check a duration in seconds: a positive, finite number (``timedelta`` accepted).
+
+    :param name: the argument's name, for the error message.
+    :param value: the value to check.
+    """
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    raise AtScaleConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 def _non_negative_int(name: str, value: object) -> int:

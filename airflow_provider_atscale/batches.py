@@ -172,3 +172,87 @@ class AggregateBatch:
         if self.end_time is not None:
             data["endTime"] = format_api_datetime(self.end_time)
         return data
+
+
+# Instance statuses: AtScale documents active, invalid, pending and deleted; the rest are seen in flight.
+INSTANCE_BUILT_STATUSES = frozenset({"active", "done", "success"})
+INSTANCE_FAILED_STATUSES = frozenset({"invalid", "failed", "error", "cancelled", "deleted", "unreliable"})
+
+
+@dataclass(frozen=True)
+class AggregateInstance:
+    """
+    One aggregate table a batch materializes.
+
+    :param id: the instance id.
+    :param status: the instance status as AtScale sent it (``active``, ``invalid``, ``pending``, ...).
+    :param table_name: the aggregate table's name in the warehouse.
+    :param table_schema: the schema holding the table.
+    :param message: AtScale's explanation, the reason for a failed aggregate.
+    :param batch_id: the batch that built it.
+    :param build_duration_ms: how long the build took, in milliseconds, where AtScale tells.
+    :param number_of_rows: rows in the table, where AtScale tells.
+    """
+
+    id: str
+    status: str
+    table_name: str | None = None
+    table_schema: str | None = None
+    message: str | None = None
+    batch_id: str | None = None
+    build_duration_ms: int | float | None = None
+    number_of_rows: int | None = None
+
+    @property
+    def is_built(self) -> bool:
+        """Whether the aggregate table was built."""
+        return self.status.strip().lower() in INSTANCE_BUILT_STATUSES
+
+    @property
+    def is_failed(self) -> bool:
+        """Whether building the aggregate table failed."""
+        return self.status.strip().lower() in INSTANCE_FAILED_STATUSES
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> AggregateInstance:
+        """
+        Build an instance from AtScale's camelCase instance object.
+
+        :param data: one entry of the aggregate instances endpoint's ``data``.
+        :raises ValueError: the id or status is missing.
+        """
+        if not isinstance(data, Mapping) or not data.get("id") or not isinstance(data.get("status"), str):
+            raise ValueError(f"aggregate instance without id or status: {data!r}")
+        stats = data.get("stats")
+        if not isinstance(stats, Mapping):
+            stats = {}
+        return cls(
+            id=str(data["id"]),
+            status=data["status"],
+            table_name=data.get("tableName"),
+            table_schema=data.get("tableSchema"),
+            message=data.get("message") or None,
+            batch_id=data.get("batchId"),
+            build_duration_ms=stats.get("buildDuration"),
+            number_of_rows=stats.get("numberOfRows"),
+        )
+
+    def describe(self) -> str:
+        """``schema.table (status): message`` for a log line or an error."""
+        name = ".".join(part for part in (self.table_schema, self.table_name) if part) or self.id
+        text = f"{name} ({self.status})"
+        return f"{text}: {self.message}" if self.message else text
+
+
+def status_from_instances(instances: list[AggregateInstance]) -> str:
+    """
+    Derive a batch status from its aggregate instances, for servers that do not serve batch history.
+
+    All built is ``done``; any failed is ``failed``; otherwise (none yet, or some still building)
+    ``inprogress``.
+    """
+    if any(instance.is_failed for instance in instances):
+        return "failed"
+    if instances and all(instance.is_built for instance in instances):
+        return "done"
+    return "inprogress"

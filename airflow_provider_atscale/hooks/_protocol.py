@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from airflow_provider_atscale.batches import AggregateBatch
+from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
 from airflow_provider_atscale.errors import AtScaleHTTPError, AtScaleResponseError, http_error_class
 
 TRIGGER_BUILD_PATH = "/v1/aggregates-batch/catalogs/{catalog_id}/models/{model_id}"
 CATALOGS_PATH = "/v1/catalogs"
+BATCH_HISTORY_PATH = "/wapi/p/aggregate/batch-history"
+# Public clients call the first; AtScale's documentation prints the second. Both are tried.
+INSTANCES_PATHS = ("/v1/aggregates/instances", "/v1/public/aggregates/instances")
 
 # Keys under which AtScale and the proxies in front of it put an error's text.
 _ERROR_TEXT_KEYS = ("message", "error_description", "errorMessage", "detail", "error", "errors")
@@ -67,6 +70,32 @@ def trigger_build_request(
 def list_catalogs_request() -> ApiRequest:
     """The request that lists catalogs and their models (API page, section 4)."""
     return ApiRequest(method="GET", path=CATALOGS_PATH)
+
+
+def batch_history_request(catalog_id: str, model_id: str, *, page: int, limit: int) -> ApiRequest:
+    """One page of a model's batch history, newest first (API page, section 3a)."""
+    return ApiRequest(
+        method="GET",
+        path=BATCH_HISTORY_PATH,
+        params={"catalogId": catalog_id, "modelId": model_id, "page": str(page), "limit": str(limit)},
+    )
+
+
+def aggregate_instances_request(
+    batch_id: str, catalog_id: str, model_id: str, *, page: int, size: int, path: str = INSTANCES_PATHS[0]
+) -> ApiRequest:
+    """One page of a batch's aggregate instances (API page, section 3b)."""
+    return ApiRequest(
+        method="GET",
+        path=path,
+        params={
+            "batchId": batch_id,
+            "catalogId": catalog_id,
+            "modelId": model_id,
+            "page": str(page),
+            "size": str(size),
+        },
+    )
 
 
 def read_json(request: ApiRequest, status_code: int, body: bytes, secrets: tuple[str, ...] = ()) -> Any:
@@ -135,6 +164,43 @@ def parse_trigger_response(request: ApiRequest, status_code: int, data: Any) -> 
             path=request.path,
             status_code=status_code,
         ) from None
+
+
+def parse_batch_history(request: ApiRequest, status_code: int, data: Any) -> tuple[list[AggregateBatch], int]:
+    """Read one page of batch history: the batches on it and the total count."""
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise _unexpected(request, status_code, "without a list of batches under 'data'")
+    try:
+        batches = [AggregateBatch.from_api(entry) for entry in entries]
+    except ValueError as error:
+        raise _unexpected(request, status_code, f"with a malformed batch: {error}") from None
+    total = data.get("total") if isinstance(data, dict) else None
+    return batches, total if isinstance(total, int) and not isinstance(total, bool) else len(batches)
+
+
+def parse_aggregate_instances(
+    request: ApiRequest, status_code: int, data: Any
+) -> tuple[list[AggregateInstance], int]:
+    """Read one page of aggregate instances and the total count."""
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise _unexpected(request, status_code, "without a list of instances under 'data'")
+    try:
+        instances = [AggregateInstance.from_api(entry) for entry in entries]
+    except ValueError as error:
+        raise _unexpected(request, status_code, f"with a malformed instance: {error}") from None
+    total = data.get("total") if isinstance(data, dict) else None
+    return instances, total if isinstance(total, int) and not isinstance(total, bool) else len(instances)
+
+
+def _unexpected(request: ApiRequest, status_code: int, what: str) -> AtScaleResponseError:
+    return AtScaleResponseError(
+        f"AtScale {request.describe()} answered HTTP {status_code} {what}",
+        method=request.method,
+        path=request.path,
+        status_code=status_code,
+    )
 
 
 def parse_catalogs(request: ApiRequest, status_code: int, data: Any) -> list[dict[str, Any]]:

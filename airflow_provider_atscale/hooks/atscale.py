@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_atscale import __version__
 from airflow_provider_atscale._compat import AirflowNotFoundException, BaseHook, mask_secret
@@ -14,18 +15,23 @@ from airflow_provider_atscale._validation import (
     normalize_grace_period_overrides,
     validate_id,
 )
-from airflow_provider_atscale.batches import AggregateBatch
+from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
 from airflow_provider_atscale.errors import (
     AtScaleConfigurationError,
     AtScaleError,
     AtScaleNotFoundError,
     AtScaleTransportError,
 )
-from airflow_provider_atscale.hooks import _protocol
+from airflow_provider_atscale.hooks import _flows, _protocol
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
 if TYPE_CHECKING:
+    import ssl
+
+    import httpx
     import requests
+
+T = TypeVar("T")
 
 USER_AGENT = f"airflow-provider-atscale/{__version__}"
 
@@ -55,6 +61,8 @@ class AtScaleHook(BaseHook):
         super().__init__(**kwargs)
         self.atscale_conn_id = atscale_conn_id
         self._session: requests.Session | None = None
+        self._async_client: httpx.AsyncClient | None = None
+        self._capabilities = _flows.ApiCapabilities()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(atscale_conn_id={self.atscale_conn_id!r})"
@@ -65,13 +73,34 @@ class AtScaleHook(BaseHook):
         try:
             conn = self.get_connection(self.atscale_conn_id)
         except AirflowNotFoundException:
-            raise AtScaleConfigurationError(
-                f"atscale_conn_id {self.atscale_conn_id!r} names no Airflow connection: create it under "
-                f"Admin > Connections (type AtScale) or set AIRFLOW_CONN_{self.atscale_conn_id.upper()}"
-            ) from None
+            raise self._unknown_connection_error() from None
+        return self._read_settings(conn)
+
+    async def aget_settings(self) -> ConnectionSettings:
+        """
+        The connection's settings, fetched without blocking the event loop (for triggers).
+
+        Uses Airflow's async connection API, as the triggerer requires; the result is shared with
+        :attr:`settings`.
+        """
+        if "settings" not in self.__dict__:
+            try:
+                conn = await self.aget_connection(self.atscale_conn_id)
+            except AirflowNotFoundException:
+                raise self._unknown_connection_error() from None
+            self.__dict__["settings"] = self._read_settings(conn)
+        return self.settings
+
+    def _read_settings(self, conn: Any) -> ConnectionSettings:
         settings = ConnectionSettings.from_connection(self.atscale_conn_id, conn)
         mask_secret(settings.token)
         return settings
+
+    def _unknown_connection_error(self) -> AtScaleConfigurationError:
+        return AtScaleConfigurationError(
+            f"atscale_conn_id {self.atscale_conn_id!r} names no Airflow connection: create it under "
+            f"Admin > Connections (type AtScale) or set AIRFLOW_CONN_{self.atscale_conn_id.upper()}"
+        )
 
     def get_conn(self) -> requests.Session:
         """The hook's HTTP session, created on first use and reused for every call."""
@@ -88,6 +117,25 @@ class AtScaleHook(BaseHook):
         if self._session is not None:
             self._session.close()
             self._session = None
+
+    async def aget_conn(self) -> httpx.AsyncClient:
+        """The hook's async HTTP client, created on first use and reused for every async call."""
+        if self._async_client is None:
+            import httpx
+
+            settings = await self.aget_settings()
+            self._async_client = httpx.AsyncClient(
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                timeout=settings.timeout,
+                verify=_ssl_context(settings.verify),
+            )
+        return self._async_client
+
+    async def aclose(self) -> None:
+        """Close the async HTTP client; the next async call opens a new one."""
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
 
     def trigger_aggregate_build(
         self,
@@ -129,6 +177,74 @@ class AtScaleHook(BaseHook):
             ) from None
         return _protocol.parse_trigger_response(request, status_code, data)
 
+    def get_aggregate_batch(self, catalog_id: str, model_id: str, batch_id: str) -> AggregateBatch:
+        """
+        A batch's current state.
+
+        AtScale has no documented "get batch" endpoint. The batch is looked up in the model's batch history
+        (newest first, at most 500 batches). Where the server does not serve batch history (HTTP 403, 404
+        or 405), its state is derived from its aggregate instances instead: all built is ``done``, any
+        failed or invalid is ``failed``, otherwise ``inprogress``. The hook remembers which source works.
+
+        :param catalog_id: the catalog's id.
+        :param model_id: the model's id.
+        :param batch_id: the batch's id.
+        """
+        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
+        return self._run(_flows.get_aggregate_batch(catalog_id, model_id, batch_id, self._capabilities))
+
+    async def aget_aggregate_batch(self, catalog_id: str, model_id: str, batch_id: str) -> AggregateBatch:
+        """Async :meth:`get_aggregate_batch`, for triggers: never blocks the event loop."""
+        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
+        return await self._arun(
+            _flows.get_aggregate_batch(catalog_id, model_id, batch_id, self._capabilities)
+        )
+
+    def list_batch_aggregates(self, batch_id: str, catalog_id: str, model_id: str) -> list[AggregateInstance]:
+        """
+        The aggregate instances a batch materializes, with each one's status and AtScale's message.
+
+        :param batch_id: the batch's id.
+        :param catalog_id: the catalog's id.
+        :param model_id: the model's id.
+        """
+        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
+        return self._run(_flows.list_aggregate_instances(batch_id, catalog_id, model_id, self._capabilities))
+
+    async def alist_batch_aggregates(
+        self, batch_id: str, catalog_id: str, model_id: str
+    ) -> list[AggregateInstance]:
+        """Async :meth:`list_batch_aggregates`."""
+        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
+        return await self._arun(
+            _flows.list_aggregate_instances(batch_id, catalog_id, model_id, self._capabilities)
+        )
+
+    def find_running_batch(
+        self, catalog_id: str, model_id: str, *, full_build: bool, created_since: datetime
+    ) -> AggregateBatch | None:
+        """
+        The newest batch of this model and build type still in progress and created since a time, if any.
+
+        Used to attach to a build a previous try started instead of starting a second one. Returns
+        ``None`` where the server does not serve batch history.
+
+        :param catalog_id: the catalog's id.
+        :param model_id: the model's id.
+        :param full_build: the build type to match.
+        :param created_since: only batches created at or after this aware datetime count.
+        """
+        self._check_ids(catalog_id=catalog_id, model_id=model_id)
+        return self._run(
+            _flows.find_running_batch(
+                catalog_id,
+                model_id,
+                full_build=full_build,
+                created_since=created_since,
+                capabilities=self._capabilities,
+            )
+        )
+
     def list_catalogs(self) -> list[dict[str, Any]]:
         """The catalogs this token sees, each with its ``models``."""
         request = _protocol.list_catalogs_request()
@@ -150,6 +266,69 @@ class AtScaleHook(BaseHook):
             # The hint is a courtesy: the 404 itself is the error to report.
             return "the list of known catalogs could not be read"
 
+    @staticmethod
+    def _check_ids(**ids: str) -> None:
+        for name, value in ids.items():
+            validate_id(name, value)
+
+    def _run(self, flow: _flows.Flow[T]) -> T:
+        """Drive a multi-request flow with the sync transport."""
+        try:
+            request = next(flow)
+            while True:
+                try:
+                    answer = self._call(request)
+                except AtScaleError as error:
+                    request = flow.throw(error)
+                else:
+                    request = flow.send(answer)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    async def _arun(self, flow: _flows.Flow[T]) -> T:
+        """Drive a multi-request flow with the async transport."""
+        try:
+            request = next(flow)
+            while True:
+                try:
+                    answer = await self._acall(request)
+                except AtScaleError as error:
+                    request = flow.throw(error)
+                else:
+                    request = flow.send(answer)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    async def _acall(self, request: _protocol.ApiRequest) -> tuple[int, Any]:
+        """Send a request with the async client; same checks and errors as :meth:`_call`."""
+        import httpx
+
+        client = await self.aget_conn()
+        settings = self.settings
+        try:
+            response = await client.request(
+                request.method,
+                settings.base_url + request.path,
+                params=dict(request.params),
+                json=request.json_body,
+                headers={"Authorization": f"Bearer {settings.token}"},
+            )
+        except httpx.HTTPError as error:
+            raise self._transport_error(request, error) from error
+        log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
+        data = _protocol.read_json(request, response.status_code, response.content, (settings.token,))
+        return response.status_code, data
+
+    def _transport_error(self, request: _protocol.ApiRequest, error: Exception) -> AtScaleTransportError:
+        return AtScaleTransportError(
+            f"AtScale {request.describe()} got no answer from {self.settings.base_url}: "
+            f"{type(error).__name__} ({_describe_transport_error(error)})",
+            method=request.method,
+            path=request.path,
+        )
+
     def _call(self, request: _protocol.ApiRequest) -> tuple[int, Any]:
         """Send a request and return its status and JSON body, or raise the matching AtScaleError."""
         import requests
@@ -168,15 +347,23 @@ class AtScaleHook(BaseHook):
                 verify=settings.verify,
             )
         except requests.RequestException as error:
-            raise AtScaleTransportError(
-                f"AtScale {request.describe()} got no answer from {settings.base_url}: "
-                f"{type(error).__name__} ({_describe_transport_error(error)})",
-                method=request.method,
-                path=request.path,
-            ) from error
+            raise self._transport_error(request, error) from error
         log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
         data = _protocol.read_json(request, response.status_code, response.content, (settings.token,))
         return response.status_code, data
+
+
+@lru_cache(maxsize=8)
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    # One TLS context per setting for the whole process: building one loads the CA bundle (hundreds of
+    # KB), too much to repeat for each of thousands of waiting triggers.
+    import httpx
+
+    if isinstance(verify, str):
+        import ssl
+
+        return ssl.create_default_context(cafile=verify)
+    return httpx.create_ssl_context(verify=verify)
 
 
 def _describe_transport_error(error: Exception) -> str:

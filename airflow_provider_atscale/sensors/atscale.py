@@ -1,0 +1,110 @@
+"""The sensor that waits on an AtScale batch started elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_atscale import _clock
+from airflow_provider_atscale._compat import BaseSensorOperator, Context, conf
+from airflow_provider_atscale._validation import validate_id, validate_positive_seconds
+from airflow_provider_atscale._waiting import batch_from_event, outcome_of, raise_unless_succeeded
+
+if TYPE_CHECKING:
+    from airflow_provider_atscale.hooks.atscale import AtScaleHook
+
+
+class AtScaleAggregateBatchSensor(BaseSensorOperator):
+    """
+    Wait until an AtScale batch finishes; a failed batch fails the sensor at once.
+
+    Succeeds when the batch reaches a finished-good status (``done``, ``success``, ``active``) and returns
+    the batch object. A failed status, or one this provider does not know, fails the sensor immediately
+    with every failing aggregate's table and AtScale's message, instead of poking until the timeout.
+
+    :param catalog_id: the catalog's id. Templated.
+    :param model_id: the model's id. Templated.
+    :param batch_id: the batch to wait on. Templated, e.g.
+        ``"{{ ti.xcom_pull(task_ids='build', key='batch_id') }}"``.
+    :param atscale_conn_id: the ``atscale`` Airflow connection.
+    :param deferrable: wait on the triggerer instead of a worker slot; default from Airflow's
+        ``[operators] default_deferrable``. ``poke_interval`` and ``timeout`` apply in both modes.
+    """
+
+    template_fields: Sequence[str] = ("catalog_id", "model_id", "batch_id")
+    ui_color = "#dbe9f9"
+
+    def __init__(
+        self,
+        *,
+        catalog_id: str,
+        model_id: str,
+        batch_id: str,
+        atscale_conn_id: str = "atscale_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.catalog_id = catalog_id
+        self.model_id = model_id
+        self.batch_id = batch_id
+        self.atscale_conn_id = atscale_conn_id
+        self.deferrable = deferrable
+        validate_positive_seconds("poke_interval", self.poke_interval)
+
+    @cached_property
+    def hook(self) -> AtScaleHook:
+        """The hook for :attr:`atscale_conn_id`, imported on first use to keep DAG parsing light."""
+        from airflow_provider_atscale.hooks.atscale import AtScaleHook
+
+        return AtScaleHook(atscale_conn_id=self.atscale_conn_id)
+
+    def _check_ids(self) -> None:
+        validate_id("catalog_id", self.catalog_id)
+        validate_id("model_id", self.model_id)
+        validate_id("batch_id", self.batch_id)
+
+    def execute(self, context: Context) -> Any:
+        self._check_ids()
+        if not self.deferrable:
+            return super().execute(context)
+        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
+
+        started_at = _clock.now()
+        self.defer(
+            trigger=AtScaleAggregateBatchTrigger(
+                atscale_conn_id=self.atscale_conn_id,
+                catalog_id=self.catalog_id,
+                model_id=self.model_id,
+                batch_id=self.batch_id,
+                poll_interval=float(self.poke_interval),
+                deadline=started_at + float(self.timeout),
+                timeout=float(self.timeout),
+                started_at=started_at,
+            ),
+            method_name="execute_complete",
+        )
+
+    def poke(self, context: Context) -> Any:
+        from airflow_provider_atscale._compat import PokeReturnValue
+
+        batch = self.hook.get_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
+        outcome = outcome_of(batch)
+        self.log.info("AtScale batch %s is %s", batch.id, batch.status)
+        if outcome is None:
+            return False
+        raise_unless_succeeded(batch, self.hook, self.log)
+        return PokeReturnValue(is_done=True, xcom_value=batch.to_api())
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """
+        Resume after the trigger's event; refuses a missing or unknown event rather than guess success.
+
+        :param context: the task context.
+        :param event: the trigger event's payload.
+        """
+        batch = batch_from_event(event)
+        raise_unless_succeeded(batch, self.hook, self.log)
+        self.log.info("AtScale batch %s finished: %s", batch.id, batch.status)
+        return batch.to_api()

@@ -1,0 +1,109 @@
+"""The trigger that waits on an AtScale batch without holding a worker slot."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow_provider_atscale import _clock
+from airflow_provider_atscale._compat import BaseTrigger, TriggerEvent
+from airflow_provider_atscale._waiting import Outcome, StatusChangeLog, WaitEvent, outcome_of, timeout_message
+from airflow_provider_atscale.errors import AtScaleError
+
+
+class AtScaleAggregateBatchTrigger(BaseTrigger):
+    """
+    Poll an AtScale batch on the triggerer until it finishes or the deadline passes, then emit one event.
+
+    The event's payload names the outcome (``succeeded``, ``failed``, ``unknown_status``, ``timed_out``
+    or ``error``) and carries the batch as last seen. The deadline is enforced here rather than by
+    ``defer(timeout=...)``, so the task's ``execute_complete`` always runs and can say what happened.
+
+    One HTTP client is opened per trigger and reused for every poll; every argument is plain JSON, so the
+    trigger survives a triggerer restart (it is rebuilt from :meth:`serialize`).
+
+    :param atscale_conn_id: the ``atscale`` Airflow connection.
+    :param catalog_id: the catalog's id.
+    :param model_id: the model's id.
+    :param batch_id: the batch to wait on.
+    :param poll_interval: seconds between polls.
+    :param deadline: when to give up, in seconds since the epoch.
+    :param timeout: the allowed wait in seconds, for the timeout message.
+    :param started_at: when waiting began, in seconds since the epoch, for elapsed times in logs.
+    :param last_status: the status already logged by the task, so it is not logged again.
+    """
+
+    def __init__(
+        self,
+        *,
+        atscale_conn_id: str,
+        catalog_id: str,
+        model_id: str,
+        batch_id: str,
+        poll_interval: float,
+        deadline: float,
+        timeout: float,
+        started_at: float,
+        last_status: str | None = None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.atscale_conn_id = atscale_conn_id
+        self.catalog_id = catalog_id
+        self.model_id = model_id
+        self.batch_id = batch_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = float(deadline)
+        self.timeout = float(timeout)
+        self.started_at = float(started_at)
+        self.last_status = last_status
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "atscale_conn_id": self.atscale_conn_id,
+                "catalog_id": self.catalog_id,
+                "model_id": self.model_id,
+                "batch_id": self.batch_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "timeout": self.timeout,
+                "started_at": self.started_at,
+                "last_status": self.last_status,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_atscale.hooks.atscale import AtScaleHook
+
+        hook = AtScaleHook(atscale_conn_id=self.atscale_conn_id)
+        status_log = StatusChangeLog(self.log, self.started_at, self.last_status)
+        try:
+            event = await self._wait(hook, status_log)
+        finally:
+            await hook.aclose()
+        yield TriggerEvent(event.to_payload())  # type: ignore[no-untyped-call]
+
+    async def _wait(self, hook: Any, status_log: StatusChangeLog) -> WaitEvent:
+        while True:
+            try:
+                batch = await hook.aget_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
+            except AtScaleError as error:
+                return WaitEvent(Outcome.ERROR, self.batch_id, None, str(error))
+            now = _clock.now()
+            status_log.observe(batch, now)
+            # Persist what was logged, so a trigger rebuilt from serialize() does not log it again.
+            self.last_status = status_log.last_status
+            outcome = outcome_of(batch)
+            if outcome is not None:
+                return WaitEvent(
+                    outcome, batch.id, batch.to_api(), f"AtScale batch {batch.id} is {batch.status}"
+                )
+            if now >= self.deadline:
+                return WaitEvent(
+                    Outcome.TIMED_OUT,
+                    batch.id,
+                    batch.to_api(),
+                    timeout_message(batch.id, batch.status, self.timeout),
+                )
+            await _clock.asleep(min(self.poll_interval, max(0.0, self.deadline - now)))
