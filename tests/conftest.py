@@ -20,7 +20,7 @@ os.environ.pop("AIRFLOW_CONN_ATSCALE_DEFAULT", None)
 
 import pytest  # noqa: E402
 
-from tests.helpers import connection_uri  # noqa: E402
+from tests.helpers import FakeClock, connection_uri  # noqa: E402
 
 
 @pytest.fixture
@@ -28,3 +28,15 @@ def atscale_conn(monkeypatch: pytest.MonkeyPatch) -> str:
     """The default ``atscale`` connection, pointing at a host only requests-mock answers."""
     monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri())
     return "atscale_default"
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Replace the provider's clock: sleeps return at once and move time forward."""
+    from airflow_provider_atscale import _clock
+
+    clock = FakeClock()
+    monkeypatch.setattr(_clock, "now", clock.now)
+    monkeypatch.setattr(_clock, "sleep", clock.sleep)
+    monkeypatch.setattr(_clock, "asleep", clock.asleep)
+    return clock

@@ -34,3 +34,67 @@ def batch_object(**overrides: object) -> dict[str, object]:
     }
     batch.update(overrides)
     return batch
+
+
+HISTORY_URL = f"{BASE_URL}/wapi/p/aggregate/batch-history"
+INSTANCES_URL = f"{BASE_URL}/v1/aggregates/instances"
+TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
+BATCH_ID = "5b9f7a1e-1111-4222-8333-944455556666"
+
+
+def history_page(*batches: dict[str, object], total: int | None = None) -> dict[str, object]:
+    """A batch history answer holding the given batches."""
+    return {
+        "data": list(batches),
+        "total": len(batches) if total is None else total,
+        "limit": 50,
+        "offset": 0,
+    }
+
+
+def instance_object(
+    status: str, table: str, message: str | None = None, batch_id: str = BATCH_ID
+) -> dict[str, object]:
+    """An aggregate instance as AtScale's instances endpoint lists it."""
+    return {
+        "id": f"inst-{table}",
+        "status": status,
+        "message": message,
+        "tableName": table,
+        "tableSchema": "atscale_aggs",
+        "batchId": batch_id,
+        "stats": {"buildDuration": 1200, "numberOfRows": 42},
+        "catalogId": CATALOG_ID,
+        "modelId": MODEL_ID,
+    }
+
+
+class FakeClock:
+    """Drives the provider's waiting code: sleeping moves this clock forward at once."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:
+        self.time = start
+        self.sleeps: list[float] = []
+        self.on_sleep: list[object] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.time += seconds
+        for callback in self.on_sleep:
+            callback(seconds)  # type: ignore[operator]
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+class RecordingTaskInstance:
+    """The slice of a task instance an operator's execute() uses, recording XCom pushes."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, list[object]] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom.setdefault(key, []).append(value)
