@@ -35,6 +35,8 @@ from airflow_provider_atscale.emulator import (
     FaultConfig,
     FaultInjector,
     ManualClock,
+    RequestLog,
+    create_app,
     run_emulator,
 )
 
@@ -866,3 +868,24 @@ def test_cli_prints_its_url_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_drop_without_a_reachable_transport_falls_back_to_a_truncated_response() -> None:
+    state = EmulatorState()
+    faults = FaultInjector(FaultConfig(rate_drop_before=1.0))
+    app = create_app(state, faults, RequestLog())
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "method": "GET", "path": "/v1/catalogs", "query_string": b"", "headers": []}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+
+    start, body = sent
+    declared = int(dict(start["headers"])[b"content-length"])
+    assert len(body["body"]) < declared
+    assert body["more_body"] is True

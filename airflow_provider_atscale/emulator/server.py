@@ -1,0 +1,269 @@
+"""Serve the emulator with uvicorn in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from airflow_provider_atscale.emulator.app import create_app
+from airflow_provider_atscale.emulator.clock import Clock, SystemClock
+from airflow_provider_atscale.emulator.config import EmulatorConfig, FaultConfig, ModelConfig
+from airflow_provider_atscale.emulator.faults import FaultInjector
+from airflow_provider_atscale.emulator.requestlog import RecordedRequest, RequestLog
+from airflow_provider_atscale.emulator.state import BatchRecord, EmulatorState
+
+DEFAULT_HOST = "127.0.0.1"
+LISTEN_BACKLOG = 4096
+GRACEFUL_SHUTDOWN_SECONDS = 2
+# Longer than the idle time of common client pools: a server closing an idle connection just as a poller
+# reuses it produces a connection error that would be indistinguishable from an injected drop.
+KEEP_ALIVE_SECONDS = 65
+
+
+class _ThreadedUvicorn(uvicorn.Server):
+    """A uvicorn server that tells another thread when it has started (or failed to)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.ready.set()
+
+
+class EmulatorServer:
+    """
+    An emulated AtScale engine API served over HTTP on a local port.
+
+    Use it as a context manager (or call :meth:`start` and :meth:`stop`). uvicorn runs in a daemon
+    thread; the state, fault injector and request log are shared with the caller's thread.
+
+    :param config: What to serve; defaults to :class:`EmulatorConfig` ().
+    :param host: Interface to bind.
+    :param port: Port to bind; 0 picks a free one.
+    :param clock: Time source of the batches and tokens; defaults to the system clock.
+    :param log_level: uvicorn log level.
+    :param access_log: Log every request through uvicorn's access logger.
+    :param log_config: uvicorn logging configuration (a :func:`logging.config.dictConfig` dict); ``None``
+        leaves the process's logging configuration alone.
+    """
+
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        clock: Clock | None = None,
+        log_level: str = "warning",
+        access_log: bool = False,
+        log_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config if config is not None else EmulatorConfig()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.state = EmulatorState(self.config, self.clock)
+        self.faults = FaultInjector(self.config.faults)
+        self.request_log = RequestLog()
+        self.app = create_app(self.state, self.faults, self.request_log)
+        self.host = host
+        self.port = port
+        self._uvicorn_options: dict[str, Any] = {
+            "log_level": log_level,
+            "access_log": access_log,
+            "log_config": log_config,
+        }
+        self._server: _ThreadedUvicorn | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8711``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def token(self) -> str:
+        """The first accepted API token (the demo token unless configured otherwise)."""
+        if not self.config.api_tokens:
+            raise RuntimeError("The emulator accepts no API tokens; add one to EmulatorConfig.api_tokens")
+        return self.config.api_tokens[0]
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is serving."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 10.0) -> EmulatorServer:
+        """
+        Bind the port, start uvicorn in a daemon thread and wait until it serves.
+
+        :param timeout: Seconds to wait for uvicorn to start.
+        :raises RuntimeError: When the server is already running or does not start in time.
+        """
+        if self._thread is not None:
+            raise RuntimeError("The emulator is already running")
+        # Binding here rather than in uvicorn makes the real port known before the thread starts.
+        family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((self.host, self.port), family=family, backlog=LISTEN_BACKLOG)
+        self.port = sock.getsockname()[1]
+        server = _ThreadedUvicorn(
+            uvicorn.Config(
+                self.app,
+                lifespan="off",
+                backlog=LISTEN_BACKLOG,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                **self._uvicorn_options,
+            )
+        )
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"atscale-emulator-{self.port}", daemon=True
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        if not server.ready.wait(timeout) or not server.started:
+            self.stop(timeout)
+            sock.close()
+            raise RuntimeError(f"The emulator did not start on {self.url} within {timeout} seconds")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """
+        Ask uvicorn to shut down and wait for its thread.
+
+        :param timeout: Seconds to wait for the thread to end.
+        :raises RuntimeError: When the thread is still running after ``timeout``.
+        """
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout)
+        self._server, self._thread = None, None
+        if thread.is_alive():
+            raise RuntimeError(f"The emulator on {self.url} did not stop within {timeout} seconds")
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """
+        Return to the configured starting point: no batches, requests or issued tokens, the configured
+        models, faults and batch history setting. The clock is left alone.
+        """
+        self.state.reset()
+        self.faults.configure(self.config.faults)
+        self.request_log.clear()
+
+    # Request log
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A copy of the recorded API requests, oldest first."""
+        return self.request_log.entries()
+
+    def count_requests(
+        self,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        *,
+        status: int | None = None,
+        fault: str | None = None,
+    ) -> int:
+        """
+        Count recorded API requests matching every given criterion.
+
+        :param method: HTTP method, case-insensitive.
+        :param path_prefix: Start of the path, e.g. ``/v1/aggregates-batch``.
+        :param status: Status code answered (``None`` matches any; dropped requests have no status).
+        :param fault: Injected fault: ``"503"``, ``"429"``, ``"500"``, ``"drop_before"`` or ``"drop_after"``.
+        """
+        return self.request_log.count(method, path_prefix, status=status, fault=fault)
+
+    def clear_requests(self) -> None:
+        """Forget every recorded request."""
+        self.request_log.clear()
+
+    # State
+
+    def batches_created(self) -> list[BatchRecord]:
+        """Every batch created so far, oldest first, including those whose response was lost to a fault."""
+        return self.state.batches()
+
+    def batch_status(self, batch_id: str) -> str:
+        """
+        Return a batch's status now.
+
+        :param batch_id: Batch id.
+        """
+        return self.state.batch_status(batch_id)
+
+    def set_faults(self, faults: FaultConfig | None = None) -> None:
+        """
+        Replace the fault configuration (``None`` removes every fault) and restart its random sequence.
+
+        :param faults: New fault configuration.
+        """
+        self.faults.configure(faults if faults is not None else FaultConfig())
+
+    def configure_model(self, model_id: str, *, catalog_id: str | None = None, **changes: Any) -> ModelConfig:
+        """
+        Change a model for batches created from now on, e.g. ``configure_model(DEFAULT_MODEL_ID, fail=True)``.
+
+        :param model_id: Model to change.
+        :param catalog_id: Catalog of the model, needed only when several catalogs hold that model id.
+        :param changes: Fields of :class:`ModelConfig` to replace.
+        """
+        return self.state.configure_model(model_id, catalog_id=catalog_id, **changes)
+
+    def set_batch_history_enabled(self, enabled: bool) -> None:
+        """
+        Serve the batch history endpoint, or answer 404 there.
+
+        :param enabled: Serve it when true.
+        """
+        self.state.set_batch_history_enabled(enabled)
+
+
+@contextmanager
+def run_emulator(
+    config: EmulatorConfig | None = None,
+    *,
+    port: int = 0,
+    host: str = DEFAULT_HOST,
+    clock: Clock | None = None,
+    log_level: str = "warning",
+    access_log: bool = False,
+) -> Iterator[EmulatorServer]:
+    """
+    Serve an emulator for the duration of a ``with`` block.
+
+    :param config: What to serve; defaults to :class:`EmulatorConfig` ().
+    :param port: Port to bind; 0 picks a free one.
+    :param host: Interface to bind.
+    :param clock: Time source, e.g. a :class:`~airflow_provider_atscale.emulator.clock.ManualClock`.
+    :param log_level: uvicorn log level.
+    :param access_log: Log every request through uvicorn's access logger.
+    """
+    server = EmulatorServer(
+        config, host=host, port=port, clock=clock, log_level=log_level, access_log=access_log
+    )
+    with server:
+        yield server
