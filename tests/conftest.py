@@ -7,20 +7,43 @@ is set here, before any test module imports Airflow.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="atscale-test-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent.parent / "example_dags")
+_ROOT = Path(__file__).parent.parent
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_ROOT / "example_dags")
+# dag.test() runs DAGs from a DAG bundle: the example DAGs and the test suite's own DAGs are two bundles.
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+    [
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path), "refresh_interval": 0},
+        }
+        for name, path in (
+            ("atscale_examples", _ROOT / "example_dags"),
+            ("atscale_tests", _ROOT / "tests" / "dags"),
+        )
+    ]
+)
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ.pop("AIRFLOW_CONN_ATSCALE_DEFAULT", None)
 
 import pytest  # noqa: E402
 
-from tests.helpers import FakeClock, connection_uri  # noqa: E402
+from tests.helpers import DrivenClock, FakeClock, connection_uri  # noqa: E402
+
+if TYPE_CHECKING:
+    from airflow_provider_atscale.emulator import EmulatorServer
 
 
 @pytest.fixture
@@ -40,3 +63,58 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(_clock, "sleep", clock.sleep)
     monkeypatch.setattr(_clock, "asleep", clock.asleep)
     return clock
+
+
+# Batches in the integration tests take 10 s to start and 100 s to build, in emulator time; the provider
+# polls every 30 s, so a status change never lands exactly on a poll.
+EMULATOR_QUEUE_SECONDS = 10.0
+EMULATOR_BUILD_SECONDS = 100.0
+
+
+@pytest.fixture(scope="session")
+def emulator_clock() -> DrivenClock:
+    return DrivenClock()
+
+
+@pytest.fixture(scope="session")
+def emulator_server(emulator_clock: DrivenClock) -> Iterator[EmulatorServer]:
+    """One emulator for the whole session on a free port of 127.0.0.1, reset before each test."""
+    from airflow_provider_atscale.emulator import EmulatorConfig, run_emulator
+
+    config = EmulatorConfig(
+        default_queue_seconds=EMULATOR_QUEUE_SECONDS, default_build_seconds=EMULATOR_BUILD_SECONDS
+    )
+    with run_emulator(config, clock=emulator_clock) as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(
+    emulator_server: EmulatorServer, emulator_clock: DrivenClock, monkeypatch: pytest.MonkeyPatch
+) -> EmulatorServer:
+    """
+    The emulator, reset, as the ``atscale_default`` connection; the provider's clock is the emulator's,
+    so every wait the provider makes moves emulator time forward instead of sleeping.
+    """
+    from airflow_provider_atscale import _clock
+
+    emulator_server.reset()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ATSCALE_DEFAULT",
+        connection_uri(host=emulator_server.url, password=emulator_server.token),
+    )
+    monkeypatch.setattr(_clock, "now", emulator_clock.now)
+    monkeypatch.setattr(_clock, "sleep", emulator_clock.sleep)
+    monkeypatch.setattr(_clock, "asleep", emulator_clock.asleep)
+    return emulator_server
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Airflow's metadata database (SQLite in the throwaway AIRFLOW_HOME), for dag.test()."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )

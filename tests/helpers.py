@@ -98,3 +98,33 @@ class RecordingTaskInstance:
 
     def xcom_push(self, key: str, value: object) -> None:
         self.xcom.setdefault(key, []).append(value)
+
+
+class DrivenClock:
+    """
+    One clock for the emulator and the provider in integration tests.
+
+    It never runs behind real time (so batch dates compare sensibly with Airflow's own timestamps), and
+    every sleep the provider asks for moves it forward at once instead of waiting.
+    """
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.time
+        self.offset = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self._time() + self.offset
+
+    def advance(self, seconds: float) -> float:
+        self.offset += seconds
+        return self.now()
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)

@@ -307,7 +307,7 @@ class TestDeferrable:
         assert isinstance(trigger, AtScaleAggregateBatchTrigger)
         assert excinfo.value.method_name == "execute_complete"
         assert excinfo.value.timeout is None, "the deadline lives in the trigger, not in defer()"
-        classpath, kwargs = trigger.serialize()
+        _, kwargs = trigger.serialize()
         assert kwargs["deadline"] == fake_clock.time + 3600
         assert kwargs["batch_id"] == BATCH_ID
         assert kwargs["poll_interval"] == 30.0

@@ -1,0 +1,57 @@
+"""
+A full AtScale rebuild after a large reload.
+
+``atscale_sales_etl`` stands in for your ETL: when it finishes it updates the ``sales_warehouse`` Asset.
+``atscale_post_etl_full_rebuild`` is scheduled on that Asset, so every successful reload is followed by a
+full build of the model's aggregates, waited on to the end (deferred, so no worker slot is held).
+
+The default ids are those of the local emulator's demo model (``make demo``): use your own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Asset, task
+
+from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
+
+SALES_WAREHOUSE = Asset(name="sales_warehouse", uri="warehouse://analytics/sales/factinternetsales")
+
+with DAG(
+    dag_id="atscale_sales_etl",
+    description="Reload the sales fact tables (a stand-in for your ETL)",
+    schedule="@daily",
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["atscale", "etl"],
+):
+
+    @task(outlets=[SALES_WAREHOUSE])
+    def reload_sales_facts() -> int:
+        """Pretend to reload the fact table; a real ETL writes the warehouse here."""
+        rows_loaded = 125_000
+        return rows_loaded
+
+    reload_sales_facts()
+
+
+with DAG(
+    dag_id="atscale_post_etl_full_rebuild",
+    description="Full AtScale aggregate rebuild whenever the sales warehouse is reloaded",
+    schedule=[SALES_WAREHOUSE],
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["atscale"],
+):
+    AtScaleAggregateBuildOperator(
+        task_id="full_rebuild",
+        catalog_id="fdcdd3e1-13fc-54c2-93fe-57e681e1968e",
+        model_id="0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf",
+        full_build=True,
+        deferrable=True,
+        poll_interval=60,
+        timeout=timedelta(hours=6).total_seconds(),
+        retries=2,
+        retry_delay=timedelta(minutes=5),
+    )

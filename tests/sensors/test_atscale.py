@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_atscale._waiting import AtScaleBuildFailedError
+from airflow_provider_atscale.emulator import DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, FAILING_MODEL_ID
+from airflow_provider_atscale.errors import AtScaleConfigurationError
+from airflow_provider_atscale.hooks.atscale import AtScaleHook
+from airflow_provider_atscale.sensors.atscale import AtScaleAggregateBatchSensor
+from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
+
+if TYPE_CHECKING:
+    from airflow_provider_atscale.emulator import EmulatorServer
+    from tests.helpers import DrivenClock
+
+
+def sensor(batch_id: str, model_id: str = DEFAULT_MODEL_ID, **kwargs: Any) -> AtScaleAggregateBatchSensor:
+    return AtScaleAggregateBatchSensor(
+        task_id="wait",
+        catalog_id=DEFAULT_CATALOG_ID,
+        model_id=model_id,
+        batch_id=batch_id,
+        poke_interval=30,
+        **kwargs,
+    )
+
+
+def start_batch(model_id: str = DEFAULT_MODEL_ID) -> str:
+    return AtScaleHook().trigger_aggregate_build(DEFAULT_CATALOG_ID, model_id, full_build=False).id
+
+
+def test_batch_id_is_templated() -> None:
+    assert "batch_id" in AtScaleAggregateBatchSensor.template_fields
+    assert {"catalog_id", "model_id"} <= set(AtScaleAggregateBatchSensor.template_fields)
+
+
+def test_poke_is_false_while_in_progress_then_returns_the_batch(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    batch_id = start_batch()
+    task = sensor(batch_id)
+
+    in_progress = task.poke({})
+    emulator_clock.advance(200)
+    done = task.poke({})
+
+    assert in_progress is False
+    assert done.is_done is True
+    assert done.xcom_value["id"] == batch_id
+    assert done.xcom_value["status"] == "done"
+
+
+def test_a_failed_batch_fails_the_sensor_at_once(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    batch_id = start_batch(FAILING_MODEL_ID)
+    emulator_clock.advance(200)
+
+    with pytest.raises(AtScaleBuildFailedError, match="permission denied on schema 'atscale_aggs'"):
+        sensor(batch_id, FAILING_MODEL_ID).poke({})
+
+
+def test_an_unknown_status_fails_the_sensor(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
+    emulator.configure_model(DEFAULT_MODEL_ID, final_status="archived")
+    batch_id = start_batch()
+    emulator_clock.advance(200)
+
+    with pytest.raises(AtScaleBuildFailedError, match="'archived', which this provider does not know"):
+        sensor(batch_id).poke({})
+
+
+def test_deferrable_mode_defers_to_the_trigger_with_its_own_deadline(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as excinfo:
+        sensor("batch-1", deferrable=True, timeout=600).execute({"ti": SimpleNamespace()})
+
+    trigger = excinfo.value.trigger
+    assert isinstance(trigger, AtScaleAggregateBatchTrigger)
+    _, kwargs = trigger.serialize()
+    assert kwargs["batch_id"] == "batch-1"
+    assert kwargs["poll_interval"] == 30.0
+    assert kwargs["deadline"] == pytest.approx(emulator_clock.now() + 600, abs=5)
+    assert excinfo.value.method_name == "execute_complete"
+
+
+def test_execute_complete_refuses_a_missing_event() -> None:
+    from airflow_provider_atscale.errors import AtScaleError
+
+    with pytest.raises(AtScaleError, match="refusing to guess"):
+        sensor("batch-1", deferrable=True).execute_complete({}, None)
+
+
+@pytest.mark.parametrize("batch_id", ["", "a/b", "has space"])
+def test_bad_batch_id_is_refused_before_any_request(emulator: EmulatorServer, batch_id: str) -> None:
+    with pytest.raises(AtScaleConfigurationError, match="batch_id must be"):
+        sensor(batch_id).execute({})
+
+    assert emulator.requests == []

@@ -1,0 +1,201 @@
+"""
+Real DAG runs with dag.test() against the emulator: templating, XCom, waiting in both modes, failures,
+retries, and every example DAG.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_atscale.emulator import DEFAULT_MODEL_ID, FAILING_MODEL_ID, SECOND_MODEL_ID
+from tests.dag_runs import load_dag, task_states, xcoms
+
+if TYPE_CHECKING:
+    from airflow_provider_atscale.emulator import EmulatorServer
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+TRIGGER_PATH = "/v1/aggregates-batch/"
+
+
+def run(dag_id: str, **kwargs: Any) -> Any:
+    dag_run = load_dag(dag_id).test(**kwargs)
+    return dag_run
+
+
+def posted_bodies(emulator: EmulatorServer) -> list[Any]:
+    return [r.body for r in emulator.requests if r.method == "POST" and r.path.startswith(TRIGGER_PATH)]
+
+
+class TestTemplating:
+    def test_a_dict_of_templated_values(self, emulator: EmulatorServer) -> None:
+        dag_run = run("atscale_test_overrides_dict")
+
+        assert dag_run.state == "success"
+        assert posted_bodies(emulator) == [
+            {"gracePeriodOverrides": {"factinternetsales": 30, "factresellersales": 0}}
+        ]
+        (post,) = [r for r in emulator.requests if r.method == "POST"]
+        assert post.query == {"isFullBuild": "false"}
+
+    def test_one_template_rendering_to_a_json_object(
+        self, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AIRFLOW_VAR_ATSCALE_GRACE", '{"factinternetsales": 45}')
+
+        dag_run = run("atscale_test_overrides_json")
+
+        assert dag_run.state == "success"
+        assert posted_bodies(emulator) == [{"gracePeriodOverrides": {"factinternetsales": 45}}]
+
+    def test_a_native_dict(self, emulator: EmulatorServer) -> None:
+        dag_run = run("atscale_test_overrides_native")
+
+        assert dag_run.state == "success"
+        assert posted_bodies(emulator) == [{"gracePeriodOverrides": {"factinternetsales": 15}}]
+
+    def test_a_bad_rendered_value_fails_without_any_request(self, emulator: EmulatorServer) -> None:
+        dag_run = run("atscale_test_bad_overrides")
+
+        assert dag_run.state == "failed"
+        assert emulator.requests == []
+
+
+class TestWaiting:
+    @pytest.mark.parametrize("mode", ["sync", "deferrable"])
+    def test_a_full_build_is_waited_on_to_the_end(self, emulator: EmulatorServer, mode: str) -> None:
+        dag_id = f"atscale_test_full_build_{mode}"
+
+        dag_run = run(dag_id)
+
+        assert dag_run.state == "success"
+        (batch,) = emulator.batches_created()
+        values = xcoms(dag_id, dag_run.run_id)
+        assert values[("build", -1, "batch_id")] == batch.id
+        assert values[("build", -1, "batch_status")] == "done"
+        assert values[("build", -1, "return_value")]["status"] == "done"
+        assert values[("build", -1, "return_value")]["id"] == batch.id
+        assert emulator.count_requests("POST", TRIGGER_PATH) == 1
+
+    def test_a_failing_model_fails_the_task_with_the_aggregates_messages(
+        self, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        dag_run = run("atscale_test_failing_model")
+
+        assert dag_run.state == "failed"
+        (batch,) = emulator.batches_created()
+        logged = capsys.readouterr().out
+        assert f"AtScale batch {batch.id} of model {FAILING_MODEL_ID} ended in status 'failed'" in logged
+        assert "Failing aggregates:" in logged
+        assert (
+            "atscale_aggs.as_agg_broken_sales_by_product (invalid): Table 'as_agg_broken_sales_by_product' "
+            "could not be created: permission denied on schema 'atscale_aggs'"
+        ) in logged
+        assert xcoms("atscale_test_failing_model", dag_run.run_id)[("build", -1, "batch_status")] == "failed"
+
+
+class WorkerDied(Exception):
+    """Stands for a worker lost while the task waited."""
+
+
+def test_a_retried_task_attaches_to_the_running_batch(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_atscale import _clock
+
+    real_sleep = _clock.sleep
+    calls = []
+
+    def sleep_then_die_once(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 1:
+            raise WorkerDied("the worker went away mid-wait")
+        real_sleep(seconds)
+
+    monkeypatch.setattr(_clock, "sleep", sleep_then_die_once)
+
+    dag_run = run("atscale_test_retry")
+
+    assert dag_run.state == "success"
+    assert task_states("atscale_test_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
+    assert emulator.count_requests("POST", TRIGGER_PATH) == 1
+    assert len(emulator.batches_created()) == 1
+
+
+def asset_links() -> set[tuple[str, str, str]]:
+    """(DAG that updated an asset, the asset, a DAG scheduled on it), as Airflow recorded them."""
+    from airflow.models.asset import AssetEvent, AssetModel, DagScheduleAssetReference
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent.source_dag_id, AssetModel.name, DagScheduleAssetReference.dag_id)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .join(DagScheduleAssetReference, DagScheduleAssetReference.asset_id == AssetModel.id)
+        )
+        return {(source, name, target) for source, name, target in rows}
+
+
+class TestExampleDags:
+    def test_every_example_dag_imports_cleanly(self) -> None:
+        from airflow.dag_processing.dagbag import DagBag
+
+        from tests.conftest import _ROOT
+
+        bag = DagBag(dag_folder=str(_ROOT / "example_dags"))
+
+        assert bag.import_errors == {}
+        assert set(bag.dag_ids) == {
+            "atscale_nightly_incremental_build",
+            "atscale_sales_etl",
+            "atscale_post_etl_full_rebuild",
+            "atscale_build_many_models",
+        }
+
+    def test_nightly_incremental_build(self, emulator: EmulatorServer) -> None:
+        dag = load_dag("atscale_nightly_incremental_build")
+
+        dag_run = dag.test()
+
+        assert dag_run.state == "success"
+        assert dag.catchup is False
+        assert posted_bodies(emulator) == [
+            {"gracePeriodOverrides": {"factinternetsales": 30, "factresellersales": 7}}
+        ]
+        values = xcoms(dag.dag_id, dag_run.run_id)
+        assert values[("incremental_build", -1, "batch_status")] == "done"
+
+    def test_post_etl_full_rebuild_follows_the_etl_asset(self, emulator: EmulatorServer) -> None:
+        etl = load_dag("atscale_sales_etl")
+        rebuild = load_dag("atscale_post_etl_full_rebuild")
+
+        etl_run = etl.test()
+        rebuild_run = rebuild.test()
+
+        assert etl_run.state == "success"
+        assert asset_links() == {("atscale_sales_etl", "sales_warehouse", "atscale_post_etl_full_rebuild")}
+        assert rebuild_run.state == "success"
+        (post,) = [r for r in emulator.requests if r.method == "POST"]
+        assert post.query == {"isFullBuild": "true"}
+        assert xcoms(rebuild.dag_id, rebuild_run.run_id)[("full_rebuild", -1, "batch_status")] == "done"
+
+    def test_build_many_models_maps_one_build_per_model_and_senses_the_other(
+        self, emulator: EmulatorServer
+    ) -> None:
+        dag_run = run("atscale_build_many_models")
+
+        assert dag_run.state == "success"
+        states = task_states("atscale_build_many_models", dag_run.run_id)
+        assert states[("build_models", 0)][0] == "success"
+        assert states[("build_models", 1)][0] == "success"
+        assert states[("wait_for_elsewhere", -1)][0] == "success"
+        created = emulator.batches_created()
+        assert sorted((b.model_id, b.is_full_build) for b in created) == sorted(
+            [(DEFAULT_MODEL_ID, False), (SECOND_MODEL_ID, False), (SECOND_MODEL_ID, True)]
+        )
+        values = xcoms("atscale_build_many_models", dag_run.run_id)
+        elsewhere = values[("start_elsewhere", -1, "batch_id")]
+        assert values[("wait_for_elsewhere", -1, "return_value")]["id"] == elsewhere
+        assert values[("wait_for_elsewhere", -1, "return_value")]["status"] == "done"
