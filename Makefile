@@ -30,3 +30,6 @@ demo: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+
+# Further targets (benchmarks, version matrix, packaging, browser tests) live in mk/, one file each.
+-include mk/*.mk
