@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance, BatchStatusClass
-from airflow_provider_atscale.errors import AtScaleError
+from airflow_provider_atscale.errors import AtScaleBuildFailedError, AtScaleError, AtScaleWaitTimeoutError
 
 
 class Outcome(str, enum.Enum):
@@ -35,30 +35,6 @@ _OUTCOME_OF_CLASS = {
 def outcome_of(batch: AggregateBatch) -> Outcome | None:
     """The outcome a batch's status means, or ``None`` while it is still in progress."""
     return _OUTCOME_OF_CLASS.get(batch.status_class)
-
-
-class AtScaleBuildFailedError(AtScaleError):
-    """
-    The batch ended in a failed status, or in a status this provider does not know.
-
-    :param batch: the batch as last seen.
-    """
-
-    def __init__(self, message: str, batch: AggregateBatch) -> None:
-        super().__init__(message)
-        self.batch = batch
-
-
-class AtScaleWaitTimeoutError(AtScaleError):
-    """
-    The batch did not finish within the time allowed. It goes on in AtScale: the API cannot cancel it.
-
-    :param batch_id: the batch waited on.
-    """
-
-    def __init__(self, message: str, batch_id: str) -> None:
-        super().__init__(message)
-        self.batch_id = batch_id
 
 
 @dataclass(frozen=True)

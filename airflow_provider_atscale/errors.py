@@ -8,12 +8,14 @@ differently::
     ├── AtScaleConfigurationError   bad argument or connection setting; found before any request
     ├── AtScaleTransportError       no HTTP answer at all: refused, reset, timed out, TLS
     ├── AtScaleResponseError        an answer that is not what the API promises, or "success": false
-    └── AtScaleHTTPError            an HTTP error status
-        ├── AtScaleBadRequestError      400
-        ├── AtScaleAuthError            401, 403
-        ├── AtScaleNotFoundError        404
-        ├── AtScaleRateLimitError       429
-        └── AtScaleServerError          5xx
+    ├── AtScaleHTTPError            an HTTP error status
+    │   ├── AtScaleBadRequestError      400
+    │   ├── AtScaleAuthError            401, 403
+    │   ├── AtScaleNotFoundError        404
+    │   ├── AtScaleRateLimitError       429
+    │   └── AtScaleServerError          5xx
+    ├── AtScaleBuildFailedError     the batch ended failed, or in a status this provider does not know
+    └── AtScaleWaitTimeoutError     the batch did not finish within the time allowed
 
 No message ever carries a token: the hook builds them from the method, the API path, the status and
 AtScale's own error text.
@@ -21,7 +23,12 @@ AtScale's own error text.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow_provider_atscale._compat import AirflowException, AirflowFailException
+
+if TYPE_CHECKING:
+    from airflow_provider_atscale.batches import AggregateBatch
 
 
 class AtScaleError(AirflowException):
@@ -107,6 +114,30 @@ class AtScaleRateLimitError(AtScaleHTTPError):
 
 class AtScaleServerError(AtScaleHTTPError):
     """5xx: AtScale failed or is unavailable."""
+
+
+class AtScaleBuildFailedError(AtScaleError):
+    """
+    The batch ended in a failed status, or in a status this provider does not know.
+
+    :param batch: the batch as last seen.
+    """
+
+    def __init__(self, message: str, batch: AggregateBatch) -> None:
+        super().__init__(message)
+        self.batch = batch
+
+
+class AtScaleWaitTimeoutError(AtScaleError):
+    """
+    The batch did not finish within the time allowed. It goes on in AtScale: the API cannot cancel it.
+
+    :param batch_id: the batch waited on.
+    """
+
+    def __init__(self, message: str, batch_id: str) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
 
 
 _HTTP_ERROR_CLASSES: dict[int, type[AtScaleHTTPError]] = {

@@ -18,13 +18,13 @@ from airflow_provider_atscale._validation import (
     validate_positive_seconds,
 )
 from airflow_provider_atscale._waiting import (
-    AtScaleWaitTimeoutError,
     StatusChangeLog,
     batch_from_event,
     outcome_of,
     raise_unless_succeeded,
     timeout_message,
 )
+from airflow_provider_atscale.errors import AtScaleWaitTimeoutError
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.batches import AggregateBatch

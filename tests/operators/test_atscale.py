@@ -7,8 +7,12 @@ from typing import Any
 import pytest
 import requests_mock as rm
 
-from airflow_provider_atscale._waiting import AtScaleBuildFailedError, AtScaleWaitTimeoutError
-from airflow_provider_atscale.errors import AtScaleConfigurationError, AtScaleError
+from airflow_provider_atscale.errors import (
+    AtScaleBuildFailedError,
+    AtScaleConfigurationError,
+    AtScaleError,
+    AtScaleWaitTimeoutError,
+)
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
 from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
 from tests.helpers import (

@@ -5,9 +5,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_atscale._waiting import AtScaleBuildFailedError
 from airflow_provider_atscale.emulator import DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, FAILING_MODEL_ID
-from airflow_provider_atscale.errors import AtScaleConfigurationError
+from airflow_provider_atscale.errors import AtScaleBuildFailedError, AtScaleConfigurationError
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
 from airflow_provider_atscale.sensors.atscale import AtScaleAggregateBatchSensor
 from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
