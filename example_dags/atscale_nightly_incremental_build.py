@@ -11,11 +11,15 @@ model ids here, or pass them as params.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
+
+# How often to ask AtScale about the build; `make demo` shortens it for its seconds-long builds.
+POLL_INTERVAL = int(os.environ.get("ATSCALE_EXAMPLE_POLL_INTERVAL", "60"))
 
 with DAG(
     dag_id="atscale_nightly_incremental_build",
@@ -41,6 +45,6 @@ with DAG(
             "factinternetsales": "{{ params.factinternetsales_grace }}",
             "factresellersales": "{{ params.factresellersales_grace }}",
         },
-        poll_interval=60,
+        poll_interval=POLL_INTERVAL,
         timeout=timedelta(hours=4).total_seconds(),
     )
