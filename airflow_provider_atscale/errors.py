@@ -49,12 +49,15 @@ class AtScaleTransportError(AtScaleError):
 
     :param method: the HTTP method.
     :param path: the API path, without host or query.
+    :param connection_opened: whether a connection was opened before the failure; if not, AtScale surely
+        did not receive the request (and so started no build).
     """
 
-    def __init__(self, message: str, *, method: str, path: str) -> None:
+    def __init__(self, message: str, *, method: str, path: str, connection_opened: bool = True) -> None:
         super().__init__(message)
         self.method = method
         self.path = path
+        self.connection_opened = connection_opened
 
 
 class AtScaleResponseError(AtScaleError):
@@ -94,6 +97,8 @@ class AtScaleHTTPError(AtScaleError):
         self.path = path
         self.http_status = status_code
         self.atscale_message = atscale_message
+        self.retry_after: float | None = None
+        """Seconds the server asked to wait (``Retry-After``), if it said."""
 
 
 class AtScaleBadRequestError(AtScaleHTTPError):

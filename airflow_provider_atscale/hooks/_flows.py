@@ -1,30 +1,35 @@
 """
-Multi-request operations (paging, fall-backs) written once for the sync and the async transport.
+Every operation on the API (a request with its authentication and retries; paging; fall-backs), written
+once for the sync and the async transport.
 
-Each operation is a generator that yields the :class:`~._protocol.ApiRequest` it needs next and is sent
-back ``(status_code, json)``; a failed request is thrown into it as an ``AtScaleError``. The hook drives
-these with requests, the trigger's path with httpx: the logic cannot drift apart between the two.
+Each operation is a generator ("flow") that yields what it needs from its driver: :class:`Send` (send this
+request with these headers; the driver sends back a :class:`~._protocol.RawResponse` or throws an
+``AtScaleTransportError``) or :class:`~._retry.Sleep`. The hook drives flows with requests and
+``time.sleep``, the trigger's path with httpx and ``asyncio.sleep``: the logic cannot drift apart.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
+from airflow_provider_atscale import _clock
 from airflow_provider_atscale.batches import (
     AggregateBatch,
     AggregateInstance,
     BatchStatusClass,
     status_from_instances,
 )
-from airflow_provider_atscale.errors import AtScaleHTTPError, AtScaleNotFoundError
-from airflow_provider_atscale.hooks import _protocol
+from airflow_provider_atscale.errors import AtScaleError, AtScaleHTTPError, AtScaleNotFoundError
+from airflow_provider_atscale.hooks import _protocol, _retry
+from airflow_provider_atscale.hooks._auth import Authenticator
+from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
 T = TypeVar("T")
-Flow = Generator[_protocol.ApiRequest, tuple[int, Any], T]
+Flow = Generator[Any, Any, T]
 
 HISTORY_PAGE_SIZE = 50
 HISTORY_MAX_PAGES = 10
@@ -35,8 +40,64 @@ RUNNING_BATCH_SEARCH_SIZE = 20
 """How many of a model's newest batches are searched for a running one to attach to."""
 # Statuses by which a server says it does not serve batch history to this caller.
 HISTORY_UNAVAILABLE_STATUSES = frozenset({403, 404, 405})
+RECENT_BATCH_TOLERANCE = timedelta(seconds=5)
+"""After an ambiguous POST failure, a batch created this long before the POST still counts as its own
+(clock skew between worker and AtScale)."""
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Send:
+    """
+    A flow's request to its driver: send this request with these headers, answer the raw response.
+
+    :param request: the request.
+    :param headers: its headers, the bearer token included; never shown in a repr.
+    """
+
+    request: _protocol.ApiRequest
+    headers: Mapping[str, str] = field(repr=False)
+
+
+class ApiClient:
+    """
+    Sends requests with authentication and retries, as flows: one per hook, so tokens are cached across calls.
+
+    :param settings: the connection's settings.
+    """
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.authenticator = Authenticator(settings)
+        self.policy = _retry.RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
+        self.capabilities = ApiCapabilities()
+
+    def call(self, request: _protocol.ApiRequest) -> Flow[tuple[int, Any]]:
+        """Send one request, retrying what may pass, and return ``(status, json)`` or raise AtScaleError."""
+        return (
+            yield from _retry.with_retries(
+                self.policy,
+                idempotent=request.idempotent,
+                describe=request.describe(),
+                attempt=lambda: self._attempt(request),
+            )
+        )
+
+    def _attempt(self, request: _protocol.ApiRequest) -> Flow[tuple[int, Any]]:
+        for attempt in (1, 2):
+            headers = dict(request.headers)
+            if request.authenticated:
+                token = yield from self.authenticator.bearer_token(self.call)
+                headers["Authorization"] = f"Bearer {token}"
+            response: _protocol.RawResponse = yield Send(request, headers)
+            if response.status_code == 401 and request.authenticated and attempt == 1:
+                # An expired or revoked token: drop it, authenticate again and retry once.
+                log.info("AtScale %s answered 401; authenticating again", request.describe())
+                self.authenticator.invalidate()
+                continue
+            return response.status_code, _protocol.read_json(request, response, self.settings.secrets)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 @dataclass
@@ -52,8 +113,44 @@ class ApiCapabilities:
     instances_path: str | None = None
 
 
+def trigger_aggregate_build(
+    api: ApiClient, catalog_id: str, model_id: str, request: _protocol.ApiRequest, *, full_build: bool
+) -> Flow[AggregateBatch]:
+    """
+    Post a build, never starting two.
+
+    A failure after which AtScale surely did not start a build (no connection, 429, 503) is retried by
+    :meth:`ApiClient.call`. After an ambiguous one (the request reached AtScale but no clear answer came
+    back: read timeout, dropped connection, 500, 502, 504), the model's batch history is checked for a batch
+    of this build type created since the POST; if there is one, it is this POST's batch and is returned,
+    otherwise the build is posted again (within the retry policy's count).
+    """
+    posted_at = datetime.fromtimestamp(_clock.now(), tz=timezone.utc) - RECENT_BATCH_TOLERANCE
+    for attempt in range(api.policy.max_retries + 1):
+        try:
+            status_code, data = yield from api.call(request)
+        except AtScaleError as error:
+            if not _retry.is_ambiguous(error) or attempt == api.policy.max_retries:
+                raise
+            log.warning(
+                "AtScale %s may or may not have started a build (%s); checking batch history",
+                request.describe(),
+                error,
+            )
+            batch = yield from find_running_batch(
+                api, catalog_id, model_id, full_build=full_build, created_since=posted_at
+            )
+            if batch is not None:
+                log.warning("AtScale did start batch %s; attaching to it instead of posting again", batch.id)
+                return batch
+            log.warning("AtScale started no build for %s; posting again", request.describe())
+            continue
+        return _protocol.parse_trigger_response(request, status_code, data)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def get_aggregate_batch(
-    catalog_id: str, model_id: str, batch_id: str, capabilities: ApiCapabilities
+    api: ApiClient, catalog_id: str, model_id: str, batch_id: str
 ) -> Flow[AggregateBatch]:
     """
     A batch's current state.
@@ -61,9 +158,10 @@ def get_aggregate_batch(
     From batch history where the server serves it (the batch's own status). Otherwise, derived from the
     batch's aggregate instances: all built is ``done``, any failed is ``failed``, else ``inprogress``.
     """
+    capabilities = api.capabilities
     if capabilities.batch_history is not False:
         try:
-            batch = yield from _find_in_history(catalog_id, model_id, batch_id)
+            batch = yield from _find_in_history(api, catalog_id, model_id, batch_id)
         except AtScaleHTTPError as error:
             if error.http_status not in HISTORY_UNAVAILABLE_STATUSES:
                 raise
@@ -77,7 +175,7 @@ def get_aggregate_batch(
             capabilities.batch_history = True
             if batch is not None:
                 return batch
-    instances = yield from list_aggregate_instances(batch_id, catalog_id, model_id, capabilities)
+    instances = yield from list_aggregate_instances(api, batch_id, catalog_id, model_id)
     if capabilities.batch_history and not instances:
         raise AtScaleNotFoundError(
             f"AtScale batch {batch_id} of model {model_id} is neither among the model's newest "
@@ -92,10 +190,12 @@ def get_aggregate_batch(
     )
 
 
-def _find_in_history(catalog_id: str, model_id: str, batch_id: str) -> Flow[AggregateBatch | None]:
+def _find_in_history(
+    api: ApiClient, catalog_id: str, model_id: str, batch_id: str
+) -> Flow[AggregateBatch | None]:
     for page in range(1, HISTORY_MAX_PAGES + 1):
         request = _protocol.batch_history_request(catalog_id, model_id, page=page, limit=HISTORY_PAGE_SIZE)
-        status_code, data = yield request
+        status_code, data = yield from api.call(request)
         batches, total = _protocol.parse_batch_history(request, status_code, data)
         for batch in batches:
             if batch.id == batch_id:
@@ -106,13 +206,14 @@ def _find_in_history(catalog_id: str, model_id: str, batch_id: str) -> Flow[Aggr
 
 
 def list_aggregate_instances(
-    batch_id: str, catalog_id: str, model_id: str, capabilities: ApiCapabilities
+    api: ApiClient, batch_id: str, catalog_id: str, model_id: str
 ) -> Flow[list[AggregateInstance]]:
     """Every aggregate instance of a batch, page by page, from whichever instances path the server serves."""
+    capabilities = api.capabilities
     paths = (capabilities.instances_path,) if capabilities.instances_path else _protocol.INSTANCES_PATHS
     for index, path in enumerate(paths):
         try:
-            instances = yield from _instances_at(path, batch_id, catalog_id, model_id)
+            instances = yield from _instances_at(api, path, batch_id, catalog_id, model_id)
         except AtScaleNotFoundError:
             if index == len(paths) - 1:
                 raise
@@ -122,13 +223,15 @@ def list_aggregate_instances(
     raise AssertionError("unreachable: the last path either returned or raised")
 
 
-def _instances_at(path: str, batch_id: str, catalog_id: str, model_id: str) -> Flow[list[AggregateInstance]]:
+def _instances_at(
+    api: ApiClient, path: str, batch_id: str, catalog_id: str, model_id: str
+) -> Flow[list[AggregateInstance]]:
     instances: list[AggregateInstance] = []
     for page in range(1, INSTANCES_MAX_PAGES + 1):
         request = _protocol.aggregate_instances_request(
             batch_id, catalog_id, model_id, page=page, size=INSTANCES_PAGE_SIZE, path=path
         )
-        status_code, data = yield request
+        status_code, data = yield from api.call(request)
         found, total = _protocol.parse_aggregate_instances(request, status_code, data)
         # Filter: some servers ignore the batchId parameter and answer every instance of the model.
         instances.extend(i for i in found if i.batch_id in (None, batch_id))
@@ -138,12 +241,7 @@ def _instances_at(path: str, batch_id: str, catalog_id: str, model_id: str) -> F
 
 
 def find_running_batch(
-    catalog_id: str,
-    model_id: str,
-    *,
-    full_build: bool,
-    created_since: datetime,
-    capabilities: ApiCapabilities,
+    api: ApiClient, catalog_id: str, model_id: str, *, full_build: bool, created_since: datetime
 ) -> Flow[AggregateBatch | None]:
     """
     The newest batch of this model and build type that is still in progress and was created since a time.
@@ -151,11 +249,12 @@ def find_running_batch(
     ``None`` where there is none, or where the server does not serve batch history (then nothing can be
     found, and the caller starts a build as usual).
     """
+    capabilities = api.capabilities
     if capabilities.batch_history is False:
         return None
     request = _protocol.batch_history_request(catalog_id, model_id, page=1, limit=RUNNING_BATCH_SEARCH_SIZE)
     try:
-        status_code, data = yield request
+        status_code, data = yield from api.call(request)
     except AtScaleHTTPError as error:
         if error.http_status not in HISTORY_UNAVAILABLE_STATUSES:
             raise
@@ -177,3 +276,10 @@ def find_running_batch(
         ):
             return batch
     return None
+
+
+def list_catalogs(api: ApiClient) -> Flow[list[dict[str, Any]]]:
+    """The catalogs the connection sees, each with its models."""
+    request = _protocol.list_catalogs_request()
+    status_code, data = yield from api.call(request)
+    return _protocol.parse_catalogs(request, status_code, data)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -41,16 +43,40 @@ class ApiRequest:
     :param path: the API path below the connection's base URL, ids already escaped.
     :param params: query parameters.
     :param json_body: the JSON body, or ``None`` for none.
+    :param form: a form-encoded body (token endpoints); never shown in a repr: it may hold a password.
+    :param headers: headers of the request's own (token endpoints); never shown in a repr.
+    :param authenticated: send the connection's current bearer token with it.
+    :param idempotent: repeating it is harmless, so any failure that may pass is retried; ``False`` for
+        the POST that starts a build, which is retried only when AtScale surely did not start one.
     """
 
     method: str
     path: str
     params: Mapping[str, str] = field(default_factory=dict)
     json_body: Any = None
+    form: Mapping[str, str] | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    authenticated: bool = True
+    idempotent: bool = True
 
     def describe(self) -> str:
         """``METHOD /path`` for messages."""
         return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """
+    An HTTP answer as a transport received it.
+
+    :param status_code: the HTTP status.
+    :param headers: the response headers, names lower-cased.
+    :param body: the raw body.
+    """
+
+    status_code: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 def trigger_build_request(
@@ -64,6 +90,7 @@ def trigger_build_request(
         ),
         params={"isFullBuild": "true" if full_build else "false"},
         json_body={"gracePeriodOverrides": dict(grace_period_overrides)},
+        idempotent=False,
     )
 
 
@@ -98,19 +125,19 @@ def aggregate_instances_request(
     )
 
 
-def read_json(request: ApiRequest, status_code: int, body: bytes, secrets: tuple[str, ...] = ()) -> Any:
+def read_json(request: ApiRequest, response: RawResponse, secrets: tuple[str, ...] = ()) -> Any:
     """
     Check an answer's status and return its JSON body.
 
     :param request: the request that was answered.
-    :param status_code: the HTTP status.
-    :param body: the raw body.
+    :param response: the answer.
     :param secrets: strings to scrub from any error text (the token), should a server echo them.
     :raises AtScaleHTTPError: for an error status, the subclass for that status.
     :raises AtScaleResponseError: for a body that is not JSON or says ``"success": false``.
     """
+    status_code, body = response.status_code, response.body
     if status_code >= 400:
-        raise http_error(request, status_code, body, secrets)
+        raise http_error(request, response, secrets)
     parsed = _parse(body)
     if parsed is _NOT_JSON:
         raise AtScaleResponseError(
@@ -131,10 +158,9 @@ def read_json(request: ApiRequest, status_code: int, body: bytes, secrets: tuple
     return parsed
 
 
-def http_error(
-    request: ApiRequest, status_code: int, body: bytes, secrets: tuple[str, ...]
-) -> AtScaleHTTPError:
-    """Build the error for an HTTP error status, carrying AtScale's own error text."""
+def http_error(request: ApiRequest, response: RawResponse, secrets: tuple[str, ...]) -> AtScaleHTTPError:
+    """Build the error for an HTTP error status, carrying AtScale's own error text and any Retry-After."""
+    status_code, body = response.status_code, response.body
     parsed = _parse(body)
     atscale_message = _error_text(parsed) if parsed is not _NOT_JSON else (_text(body) or None)
     if atscale_message is not None:
@@ -143,13 +169,41 @@ def http_error(
     message += f": {atscale_message}" if atscale_message else " and no error text"
     if hint := _STATUS_HINTS.get(status_code):
         message += f" ({hint})"
-    return http_error_class(status_code)(
+    error = http_error_class(status_code)(
         message,
         method=request.method,
         path=request.path,
         status_code=status_code,
         atscale_message=atscale_message,
     )
+    error.retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return error
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date.
+
+    :param value: the header's value, if any.
+    :param now: the current time in seconds since the epoch (default: the provider's clock).
+    :return: non-negative seconds, or ``None`` when absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    from airflow_provider_atscale import _clock
+
+    return max(0.0, moment.timestamp() - (_clock.now() if now is None else now))
 
 
 def parse_trigger_response(request: ApiRequest, status_code: int, data: Any) -> AggregateBatch:

@@ -14,6 +14,13 @@ from airflow_provider_atscale.errors import AtScaleConfigurationError
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for each HTTP request when the connection does not say (never unlimited)."""
+DEFAULT_MAX_RETRIES = 5
+"""Retries of a request that failed in a way that may pass (429, 502, 503, 504, no answer)."""
+DEFAULT_RETRY_MAX_WAIT = 300.0
+"""Seconds a request may spend waiting between its retries, in all."""
+DEFAULT_CLIENT_ID = "atscale-api"
+DEFAULT_REALM = "atscale"
+AUTH_TYPES = ("token", "token_exchange", "password")
 
 
 class ConnectionLike(Protocol):
@@ -21,6 +28,7 @@ class ConnectionLike(Protocol):
 
     host: str | None
     port: int | None
+    login: str | None
     password: str | None
     extra: str | None
 
@@ -32,9 +40,17 @@ class ConnectionSettings:
 
     :param conn_id: the Airflow connection id, for messages.
     :param base_url: scheme, host, port and any proxy path prefix, without a trailing slash.
-    :param token: the API token; never shown in a repr.
+    :param token: the API token, or the password for ``auth_type="password"``; never shown in a repr.
     :param verify: ``True``/``False`` to verify TLS certificates or not, or the path of a CA bundle.
     :param timeout: seconds to wait for each request.
+    :param auth_type: ``token`` (the API token as bearer), ``token_exchange`` (the API token exchanged
+        for short-lived access tokens) or ``password`` (the Identity Broker's password grant).
+    :param login: the user name, for ``auth_type="password"``.
+    :param client_id: the Identity Broker client, for ``auth_type="password"``.
+    :param client_secret: its secret, if the client has one; never shown in a repr.
+    :param realm: the Identity Broker realm.
+    :param max_retries: retries of a request that failed in a way that may pass.
+    :param retry_max_wait: seconds a request may spend waiting between retries, in all.
     """
 
     conn_id: str
@@ -42,6 +58,18 @@ class ConnectionSettings:
     token: str = field(repr=False)
     verify: bool | str = True
     timeout: float = DEFAULT_TIMEOUT
+    auth_type: str = "token"
+    login: str | None = None
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str | None = field(default=None, repr=False)
+    realm: str = DEFAULT_REALM
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_max_wait: float = DEFAULT_RETRY_MAX_WAIT
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret of the connection, to keep out of messages."""
+        return tuple(secret for secret in (self.token, self.client_secret) if secret)
 
     @classmethod
     def from_connection(cls, conn_id: str, conn: ConnectionLike) -> ConnectionSettings:
@@ -53,7 +81,15 @@ class ConnectionSettings:
         :raises AtScaleConfigurationError: a field is missing or invalid; the message names it.
         """
         extras = _extras(conn_id, conn.extra)
-        if not conn.password:
+        auth_type = _auth_type(conn_id, _extra(extras, "auth_type"))
+        if auth_type == "password":
+            if not conn.login or not conn.password:
+                raise AtScaleConfigurationError(
+                    f"Connection {conn_id!r} has auth_type 'password' but no "
+                    f"{'login' if not conn.login else 'password'}: set the AtScale user's name as login "
+                    "and its password as password"
+                )
+        elif not conn.password:
             raise AtScaleConfigurationError(
                 f"Connection {conn_id!r} has no API token: put the AtScale API token in its password "
                 "field (Design Center > Account > API Token)"
@@ -63,7 +99,16 @@ class ConnectionSettings:
             base_url=_base_url(conn_id, conn.host, conn.port),
             token=conn.password,
             verify=_verify(conn_id, _extra(extras, "verify")),
-            timeout=_timeout(conn_id, _extra(extras, "timeout")),
+            timeout=_positive_number(conn_id, "timeout", _extra(extras, "timeout"), DEFAULT_TIMEOUT),
+            auth_type=auth_type,
+            login=conn.login or None,
+            client_id=_text(conn_id, "client_id", _extra(extras, "client_id"), DEFAULT_CLIENT_ID),
+            client_secret=_text(conn_id, "client_secret", _extra(extras, "client_secret"), None),
+            realm=_text(conn_id, "realm", _extra(extras, "realm"), DEFAULT_REALM),
+            max_retries=_max_retries(conn_id, _extra(extras, "max_retries")),
+            retry_max_wait=_non_negative_number(
+                conn_id, "retry_max_wait", _extra(extras, "retry_max_wait"), DEFAULT_RETRY_MAX_WAIT
+            ),
         )
 
 
@@ -142,19 +187,66 @@ def _verify(conn_id: str, value: Any) -> bool | str:
     )
 
 
-def _timeout(conn_id: str, value: Any) -> float:
+def _auth_type(conn_id: str, value: Any) -> str:
     if value is None or value == "":
-        return DEFAULT_TIMEOUT
-    number: float | None = None
+        return "token"
+    if isinstance(value, str) and value.strip().lower() in AUTH_TYPES:
+        return value.strip().lower()
+    raise AtScaleConfigurationError(
+        f"Connection {conn_id!r}: extra 'auth_type' must be one of {', '.join(AUTH_TYPES)}, got {value!r}"
+    )
+
+
+def _text(conn_id: str, name: str, value: Any, default: str | None) -> Any:
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip() and "/" not in value.strip():
+        return value.strip()
+    raise AtScaleConfigurationError(
+        f"Connection {conn_id!r}: extra {name!r} must be a non-empty string without '/'"
+        + (f", got {value!r}" if name != "client_secret" else "")
+    )
+
+
+def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
+        return float(value)
+    if isinstance(value, str):
         try:
-            number = float(value.strip())
+            return float(value.strip())
         except ValueError:
-            number = None
-    if number is None or not number > 0 or number == float("inf"):
+            return None
+    return None
+
+
+def _positive_number(conn_id: str, name: str, value: Any, default: float) -> float:
+    if value is None or value == "":
+        return default
+    number = _number(value)
+    if number is None or not 0 < number < float("inf"):
         raise AtScaleConfigurationError(
-            f"Connection {conn_id!r}: extra 'timeout' must be a positive number of seconds, got {value!r}"
+            f"Connection {conn_id!r}: extra {name!r} must be a positive number of seconds, got {value!r}"
         )
     return number
+
+
+def _non_negative_number(conn_id: str, name: str, value: Any, default: float) -> float:
+    if value is None or value == "":
+        return default
+    number = _number(value)
+    if number is None or not 0 <= number < float("inf"):
+        raise AtScaleConfigurationError(
+            f"Connection {conn_id!r}: extra {name!r} must be a number of seconds, 0 or more, got {value!r}"
+        )
+    return number
+
+
+def _max_retries(conn_id: str, value: Any) -> int:
+    if value is None or value == "":
+        return DEFAULT_MAX_RETRIES
+    number = _number(value)
+    if number is None or not number.is_integer() or not 0 <= number <= 100:
+        raise AtScaleConfigurationError(
+            f"Connection {conn_id!r}: extra 'max_retries' must be a whole number from 0 to 100, got {value!r}"
+        )
+    return int(number)

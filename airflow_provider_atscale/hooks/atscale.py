@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_atscale import __version__
+from airflow_provider_atscale import __version__, _clock
 from airflow_provider_atscale._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_atscale._validation import (
     check_overrides_allowed,
@@ -23,6 +23,7 @@ from airflow_provider_atscale.errors import (
     AtScaleTransportError,
 )
 from airflow_provider_atscale.hooks import _flows, _protocol
+from airflow_provider_atscale.hooks._retry import Sleep
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
 if TYPE_CHECKING:
@@ -44,10 +45,13 @@ class AtScaleHook(BaseHook):
 
     The connection's ``host`` is AtScale's base URL (``https://atscale.example.com``; no scheme means
     https; a path after the host is kept, for servers behind a proxy prefix), ``port`` overrides the URL's
-    port, and ``password`` holds the API token. Extras: ``verify`` (true, false or a CA bundle path; default
-    true) and ``timeout`` (seconds per request; default 30).
+    port, and ``password`` holds the API token (or the user's password with ``auth_type`` ``password``).
+    Extras: ``verify`` (true, false or a CA bundle path; default true), ``timeout`` (seconds per request;
+    default 30), ``auth_type`` (``token``, ``token_exchange`` or ``password``), ``client_id``,
+    ``client_secret`` and ``realm`` (password grant), ``max_retries`` and ``retry_max_wait``.
 
-    One HTTP session is opened per hook and reused for every call; every request has a timeout.
+    One HTTP session is opened per hook and reused for every call; every request has a timeout. Failures
+    that may pass are retried (see ``hooks/_retry.py``); a 401 makes the hook authenticate again, once.
 
     :param atscale_conn_id: the Airflow connection id.
     """
@@ -62,7 +66,6 @@ class AtScaleHook(BaseHook):
         self.atscale_conn_id = atscale_conn_id
         self._session: requests.Session | None = None
         self._async_client: httpx.AsyncClient | None = None
-        self._capabilities = _flows.ApiCapabilities()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(atscale_conn_id={self.atscale_conn_id!r})"
@@ -93,8 +96,14 @@ class AtScaleHook(BaseHook):
 
     def _read_settings(self, conn: Any) -> ConnectionSettings:
         settings = ConnectionSettings.from_connection(self.atscale_conn_id, conn)
-        mask_secret(settings.token)
+        for secret in settings.secrets:
+            mask_secret(secret)
         return settings
+
+    @cached_property
+    def api(self) -> _flows.ApiClient:
+        """Authentication, retries and what the server was found to serve, kept across this hook's calls."""
+        return _flows.ApiClient(self.settings)
 
     def _unknown_connection_error(self) -> AtScaleConfigurationError:
         return AtScaleConfigurationError(
@@ -166,7 +175,9 @@ class AtScaleHook(BaseHook):
             catalog_id, model_id, full_build=full_build, grace_period_overrides=overrides
         )
         try:
-            status_code, data = self._call(request)
+            return self._run(
+                _flows.trigger_aggregate_build(self.api, catalog_id, model_id, request, full_build=full_build)
+            )
         except AtScaleNotFoundError as error:
             raise type(error)(
                 f"{error} [{self._known_models_hint(catalog_id)}]",
@@ -175,7 +186,6 @@ class AtScaleHook(BaseHook):
                 status_code=error.http_status,
                 atscale_message=error.atscale_message,
             ) from None
-        return _protocol.parse_trigger_response(request, status_code, data)
 
     def get_aggregate_batch(self, catalog_id: str, model_id: str, batch_id: str) -> AggregateBatch:
         """
@@ -191,14 +201,13 @@ class AtScaleHook(BaseHook):
         :param batch_id: the batch's id.
         """
         self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        return self._run(_flows.get_aggregate_batch(catalog_id, model_id, batch_id, self._capabilities))
+        return self._run(_flows.get_aggregate_batch(self.api, catalog_id, model_id, batch_id))
 
     async def aget_aggregate_batch(self, catalog_id: str, model_id: str, batch_id: str) -> AggregateBatch:
         """Async :meth:`get_aggregate_batch`, for triggers: never blocks the event loop."""
         self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        return await self._arun(
-            _flows.get_aggregate_batch(catalog_id, model_id, batch_id, self._capabilities)
-        )
+        await self.aget_settings()
+        return await self._arun(_flows.get_aggregate_batch(self.api, catalog_id, model_id, batch_id))
 
     def list_batch_aggregates(self, batch_id: str, catalog_id: str, model_id: str) -> list[AggregateInstance]:
         """
@@ -209,16 +218,15 @@ class AtScaleHook(BaseHook):
         :param model_id: the model's id.
         """
         self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        return self._run(_flows.list_aggregate_instances(batch_id, catalog_id, model_id, self._capabilities))
+        return self._run(_flows.list_aggregate_instances(self.api, batch_id, catalog_id, model_id))
 
     async def alist_batch_aggregates(
         self, batch_id: str, catalog_id: str, model_id: str
     ) -> list[AggregateInstance]:
         """Async :meth:`list_batch_aggregates`."""
         self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        return await self._arun(
-            _flows.list_aggregate_instances(batch_id, catalog_id, model_id, self._capabilities)
-        )
+        await self.aget_settings()
+        return await self._arun(_flows.list_aggregate_instances(self.api, batch_id, catalog_id, model_id))
 
     def find_running_batch(
         self, catalog_id: str, model_id: str, *, full_build: bool, created_since: datetime
@@ -237,19 +245,13 @@ class AtScaleHook(BaseHook):
         self._check_ids(catalog_id=catalog_id, model_id=model_id)
         return self._run(
             _flows.find_running_batch(
-                catalog_id,
-                model_id,
-                full_build=full_build,
-                created_since=created_since,
-                capabilities=self._capabilities,
+                self.api, catalog_id, model_id, full_build=full_build, created_since=created_since
             )
         )
 
     def list_catalogs(self) -> list[dict[str, Any]]:
         """The catalogs this token sees, each with its ``models``."""
-        request = _protocol.list_catalogs_request()
-        status_code, data = self._call(request)
-        return _protocol.parse_catalogs(request, status_code, data)
+        return self._run(_flows.list_catalogs(self.api))
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection by listing catalogs, for the Test button of Airflow's connection form."""
@@ -272,85 +274,129 @@ class AtScaleHook(BaseHook):
             validate_id(name, value)
 
     def _run(self, flow: _flows.Flow[T]) -> T:
-        """Drive a multi-request flow with the sync transport."""
-        try:
-            request = next(flow)
-            while True:
+        """Drive a flow with the sync transport: requests for :class:`~._flows.Send`, time.sleep for Sleep."""
+        reply: Any = None
+        error: AtScaleTransportError | None = None
+        while True:
+            try:
+                instruction = flow.throw(error) if error is not None else flow.send(reply)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            reply, error = None, None
+            if isinstance(instruction, Sleep):
+                _clock.sleep(instruction.seconds)
+            else:
                 try:
-                    answer = self._call(request)
-                except AtScaleError as error:
-                    request = flow.throw(error)
-                else:
-                    request = flow.send(answer)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+                    reply = self._send(instruction)
+                except AtScaleTransportError as failure:
+                    error = failure
 
     async def _arun(self, flow: _flows.Flow[T]) -> T:
-        """Drive a multi-request flow with the async transport."""
-        try:
-            request = next(flow)
-            while True:
+        """Drive a flow with the async transport: httpx for Send, asyncio.sleep for Sleep."""
+        reply: Any = None
+        error: AtScaleTransportError | None = None
+        while True:
+            try:
+                instruction = flow.throw(error) if error is not None else flow.send(reply)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            reply, error = None, None
+            if isinstance(instruction, Sleep):
+                await _clock.asleep(instruction.seconds)
+            else:
                 try:
-                    answer = await self._acall(request)
-                except AtScaleError as error:
-                    request = flow.throw(error)
-                else:
-                    request = flow.send(answer)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+                    reply = await self._asend(instruction)
+                except AtScaleTransportError as failure:
+                    error = failure
 
-    async def _acall(self, request: _protocol.ApiRequest) -> tuple[int, Any]:
-        """Send a request with the async client; same checks and errors as :meth:`_call`."""
+    def _send(self, send: _flows.Send) -> _protocol.RawResponse:
+        """Send one request with requests; no retries here (the flow decides)."""
+        import requests
+
+        request, settings = send.request, self.settings
+        try:
+            response = self.get_conn().request(
+                request.method,
+                settings.base_url + request.path,
+                params=dict(request.params),
+                json=request.json_body,
+                data=dict(request.form) if request.form is not None else None,
+                headers=dict(send.headers),
+                timeout=settings.timeout,
+                # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override session.verify.
+                verify=settings.verify,
+            )
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as error:
+            raise self._transport_error(request, error, opened=_connection_opened(error)) from error
+        except requests.RequestException as error:
+            raise self._transport_error(request, error, opened=True) from error
+        log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
+        return _protocol.RawResponse(
+            response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
+        )
+
+    async def _asend(self, send: _flows.Send) -> _protocol.RawResponse:
+        """Send one request with httpx; same contract as :meth:`_send`."""
         import httpx
 
+        request, settings = send.request, self.settings
         client = await self.aget_conn()
-        settings = self.settings
         try:
             response = await client.request(
                 request.method,
                 settings.base_url + request.path,
                 params=dict(request.params),
                 json=request.json_body,
-                headers={"Authorization": f"Bearer {settings.token}"},
+                data=dict(request.form) if request.form is not None else None,
+                headers=dict(send.headers),
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            raise self._transport_error(request, error, opened=False) from error
         except httpx.HTTPError as error:
-            raise self._transport_error(request, error) from error
+            raise self._transport_error(request, error, opened=True) from error
         log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
-        data = _protocol.read_json(request, response.status_code, response.content, (settings.token,))
-        return response.status_code, data
+        return _protocol.RawResponse(
+            response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
+        )
 
-    def _transport_error(self, request: _protocol.ApiRequest, error: Exception) -> AtScaleTransportError:
+    def _transport_error(
+        self, request: _protocol.ApiRequest, error: Exception, *, opened: bool
+    ) -> AtScaleTransportError:
         return AtScaleTransportError(
             f"AtScale {request.describe()} got no answer from {self.settings.base_url}: "
             f"{type(error).__name__} ({_describe_transport_error(error)})",
             method=request.method,
             path=request.path,
+            connection_opened=opened,
         )
 
-    def _call(self, request: _protocol.ApiRequest) -> tuple[int, Any]:
-        """Send a request and return its status and JSON body, or raise the matching AtScaleError."""
-        import requests
 
-        settings = self.settings
-        session = self.get_conn()
-        try:
-            response = session.request(
-                request.method,
-                settings.base_url + request.path,
-                params=dict(request.params),
-                json=request.json_body,
-                headers={"Authorization": f"Bearer {settings.token}"},
-                timeout=settings.timeout,
-                # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override session.verify.
-                verify=settings.verify,
-            )
-        except requests.RequestException as error:
-            raise self._transport_error(request, error) from error
-        log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
-        data = _protocol.read_json(request, response.status_code, response.content, (settings.token,))
-        return response.status_code, data
+def _connection_opened(error: BaseException) -> bool:
+    """Whether requests had opened a connection before failing (if not, the server surely saw nothing)."""
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (requests.ConnectTimeout, NewConnectionError, ConnectTimeoutError)):
+            return False
+        reason = getattr(current, "reason", None)
+        pending.extend(
+            [reason if isinstance(reason, BaseException) else None, current.__cause__, current.__context__]
+        )
+        pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+    return True
 
 
 @lru_cache(maxsize=8)

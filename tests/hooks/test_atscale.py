@@ -23,10 +23,16 @@ from airflow_provider_atscale.errors import (
     AtScaleTransportError,
 )
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
-from tests.helpers import BASE_URL, CATALOG_ID, MODEL_ID, TOKEN, batch_object, connection_uri
+from tests.helpers import BASE_URL, CATALOG_ID, MODEL_ID, TOKEN, FakeClock, batch_object, connection_uri
 
 TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
 CATALOGS_URL = f"{BASE_URL}/v1/catalogs"
+
+
+@pytest.fixture(autouse=True)
+def _no_real_waits(fake_clock: FakeClock) -> FakeClock:
+    """Retries wait on the fake clock: no test here sleeps."""
+    return fake_clock
 
 
 @pytest.fixture
@@ -129,6 +135,12 @@ class TestTriggerRequest:
 
 
 class TestErrors:
+    @pytest.fixture
+    def hook(self, monkeypatch: pytest.MonkeyPatch) -> AtScaleHook:
+        """Without retries: these tests are about how each answer maps to an error."""
+        monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(max_retries=0))
+        return AtScaleHook()
+
     @pytest.mark.parametrize(
         ("status", "error_class"),
         [
