@@ -123,7 +123,8 @@ def trigger_aggregate_build(
     :meth:`ApiClient.call`. After an ambiguous one (the request reached AtScale but no clear answer came
     back: read timeout, dropped connection, 500, 502, 504), the model's batch history is checked for a batch
     of this build type created since the POST; if there is one, it is this POST's batch and is returned,
-    otherwise the build is posted again (within the retry policy's count).
+    otherwise the build is posted again (within the retry policy's count). Where the server does not serve
+    batch history nothing can be checked, and the error is raised rather than risk a second build.
     """
     posted_at = datetime.fromtimestamp(_clock.now(), tz=timezone.utc) - RECENT_BATCH_TOLERANCE
     for attempt in range(api.policy.max_retries + 1):
@@ -140,6 +141,14 @@ def trigger_aggregate_build(
             batch = yield from find_running_batch(
                 api, catalog_id, model_id, full_build=full_build, created_since=posted_at
             )
+            if api.capabilities.batch_history is False:
+                # Nothing can be checked: posting again could start a second build. Fail instead.
+                log.error(
+                    "AtScale does not serve batch history, so whether %s started a build cannot be checked; "
+                    "not posting again",
+                    request.describe(),
+                )
+                raise
             if batch is not None:
                 log.warning("AtScale did start batch %s; attaching to it instead of posting again", batch.id)
                 return batch
