@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-mode", choices=DROP_MODES, default="close", help="how connections are dropped"
     )
     faults.add_argument("--latency", type=float, default=0.0, help="seconds added before each answer")
+    faults.add_argument("--rate-slow", type=float, default=0.0, help="share of requests answered late")
+    faults.add_argument("--slow-seconds", type=float, default=0.5, help="how late a slow answer comes")
     logs = parser.add_argument_group("logging")
     logs.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
@@ -132,6 +134,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rate_drop_after=args.rate_drop_after,
         drop_mode=args.drop_mode,
         latency_seconds=args.latency,
+        rate_slow=args.rate_slow,
+        slow_seconds=args.slow_seconds,
         token_ttl_seconds=args.token_ttl,
     )
     return EmulatorConfig(

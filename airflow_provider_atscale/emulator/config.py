@@ -136,6 +136,8 @@ class FaultConfig:
     :param drop_mode: How a connection is dropped: ``"close"`` closes it before any byte of a response
         is sent; ``"truncate"`` sends the status line, headers and part of the body, then closes.
     :param latency_seconds: Delay added before every API request is handled.
+    :param rate_slow: Delay this share of requests by ``slow_seconds``, then answer them normally.
+    :param slow_seconds: The delay of a slow request.
     :param token_ttl_seconds: Lifetime of access tokens issued by the token endpoints from now on.
     """
 
@@ -149,6 +151,8 @@ class FaultConfig:
     rate_drop_after: float = 0.0
     drop_mode: DropMode = "close"
     latency_seconds: float = 0.0
+    rate_slow: float = 0.0
+    slow_seconds: float = 0.5
     token_ttl_seconds: float = DEFAULT_TOKEN_TTL_SECONDS
 
     def __post_init__(self) -> None:
@@ -158,6 +162,7 @@ class FaultConfig:
             "rate_500": self.rate_500,
             "rate_drop_before": self.rate_drop_before,
             "rate_drop_after": self.rate_drop_after,
+            "rate_slow": self.rate_slow,
         }
         for name, rate in rates.items():
             if not 0.0 <= rate <= 1.0:
@@ -166,6 +171,8 @@ class FaultConfig:
             raise ValueError(f"FaultConfig rates must not add up to more than 1, got {rates}")
         if self.retry_after < 0:
             raise ValueError(f"FaultConfig.retry_after must be >= 0, got {self.retry_after!r}")
+        if not (math.isfinite(self.slow_seconds) and self.slow_seconds >= 0):
+            raise ValueError(f"FaultConfig.slow_seconds must be >= 0, got {self.slow_seconds!r}")
         if not (math.isfinite(self.latency_seconds) and self.latency_seconds >= 0):
             raise ValueError(f"FaultConfig.latency_seconds must be >= 0, got {self.latency_seconds!r}")
         if not (math.isfinite(self.token_ttl_seconds) and self.token_ttl_seconds > 0):

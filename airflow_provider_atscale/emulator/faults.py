@@ -17,6 +17,7 @@ class Fault(str, Enum):
     TOO_MANY_REQUESTS = "429"
     SERVER_ERROR = "500"
     DROP_AFTER = "drop_after"
+    SLOW = "slow"
 
     @property
     def processes_request(self) -> bool:
@@ -70,6 +71,7 @@ class FaultInjector:
             (Fault.TOO_MANY_REQUESTS, config.rate_429),
             (Fault.SERVER_ERROR, config.rate_500),
             (Fault.DROP_AFTER, config.rate_drop_after),
+            (Fault.SLOW, config.rate_slow),
         ):
             threshold += rate
             if roll < threshold:

@@ -121,6 +121,8 @@ class EmulatorMiddleware:
         fault, config = self.faults.decide()
         if config.latency_seconds > 0:
             await asyncio.sleep(config.latency_seconds)
+        if fault is Fault.SLOW:
+            await asyncio.sleep(config.slow_seconds)
 
         def record(status: int | None) -> None:
             # Recorded before the answer goes out, so a client that got its answer finds the entry.
