@@ -17,11 +17,10 @@ import binascii
 import json
 import logging
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_atscale import _clock
-from airflow_provider_atscale._compat import mask_secret
 from airflow_provider_atscale.errors import AtScaleAuthError, AtScaleHTTPError, AtScaleResponseError
 from airflow_provider_atscale.hooks._protocol import ApiRequest
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
@@ -40,13 +39,15 @@ Call = Callable[[ApiRequest], Generator[Any, Any, tuple[int, Any]]]
 
 @dataclass(frozen=True)
 class _Token:
-    value: str
+    value: str = field(repr=False)
     renew_at: float
     expires_at: float
 
     @classmethod
     def issued(cls, value: str, now: float, lifetime: float) -> _Token:
-        mask_secret(value)
+        # Short-lived tokens are not registered with Airflow's secret masker: no code path logs them, and
+        # the masker keeps every pattern for the life of the process, so a triggerer renewing tokens for
+        # thousands of waits would grow it (and slow every log line) without bound.
         lifetime = max(0.0, lifetime)
         return cls(value, now + lifetime - min(RENEW_BEFORE_EXPIRY, lifetime / 10), now + lifetime)
 
