@@ -48,12 +48,17 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_atscale.hooks.atscale.AtScaleHook",
                 "hook-name": "AtScale",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "extra"],
-                    "relabeling": {"host": "AtScale URL", "password": "API token"},
+                    "hidden-fields": ["schema", "extra"],
+                    "relabeling": {
+                        "host": "AtScale URL",
+                        "login": "Username (password auth only)",
+                        "password": "API token",
+                    },
                     "placeholders": {
                         "host": "https://atscale.example.com",
                         "port": "443 (leave empty to use the URL's)",
-                        "password": "API token from Design Center (Account > API Token)",
+                        "login": "only with Auth type 'password'",
+                        "password": "API token from Design Center (Account > API Token), or the password",
                     },
                 },
                 "conn-fields": {
@@ -66,6 +71,38 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Request timeout (seconds)",
                         "description": "Seconds to wait for each HTTP request to AtScale.",
                         "schema": {"type": ["number", "null"], "default": 30, "minimum": 1},
+                    },
+                    "auth_type": {
+                        "label": "Auth type",
+                        "description": "token: the API token as bearer; token_exchange: exchanged for "
+                        "short-lived tokens; password: the Identity Broker's password grant.",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "default": "token",
+                            "enum": ["token", "token_exchange", "password"],
+                        },
+                    },
+                    "client_id": {
+                        "label": "Client ID (password auth)",
+                        "schema": {"type": ["string", "null"], "default": "atscale-api"},
+                    },
+                    "client_secret": {
+                        "label": "Client secret (password auth)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "realm": {
+                        "label": "Realm (password auth)",
+                        "schema": {"type": ["string", "null"], "default": "atscale"},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Retries of a request that failed in a way that may pass.",
+                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0, "maximum": 100},
+                    },
+                    "retry_max_wait": {
+                        "label": "Max retry wait (seconds)",
+                        "description": "Seconds one request may spend waiting between retries, in all.",
+                        "schema": {"type": ["number", "null"], "default": 300, "minimum": 0},
                     },
                 },
             }
