@@ -97,14 +97,7 @@ class Authenticator:
             authenticated=False,
         )
         status_code, data = yield from self._authenticate(call, request)
-        token = data.get("accessToken") if isinstance(data, dict) else None
-        if not isinstance(token, str) or not token:
-            raise AtScaleResponseError(
-                f"AtScale {request.describe()} answered HTTP {status_code} without an accessToken",
-                method=request.method,
-                path=request.path,
-                status_code=status_code,
-            )
+        token = _required_token(request, status_code, data, "accessToken")
         now = _clock.now()
         expiry = jwt_expiry(token)
         return _Token.issued(token, now, DEFAULT_TOKEN_LIFETIME if expiry is None else expiry - now)
@@ -145,14 +138,7 @@ class Authenticator:
 
     def _read_grant(self, call: Call, request: ApiRequest) -> Generator[Any, Any, _Token]:
         status_code, data = yield from self._authenticate(call, request)
-        token = data.get("access_token") if isinstance(data, dict) else None
-        if not isinstance(token, str) or not token:
-            raise AtScaleResponseError(
-                f"AtScale {request.describe()} answered HTTP {status_code} without an access_token",
-                method=request.method,
-                path=request.path,
-                status_code=status_code,
-            )
+        token = _required_token(request, status_code, data, "access_token")
         now = _clock.now()
         refresh = data.get("refresh_token")
         if isinstance(refresh, str) and refresh:
@@ -173,6 +159,18 @@ class Authenticator:
                 status_code=error.http_status,
                 atscale_message=error.atscale_message,
             ) from None
+
+
+def _required_token(request: ApiRequest, status_code: int, data: Any, key: str) -> str:
+    token = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token:
+        raise AtScaleResponseError(
+            f"AtScale {request.describe()} answered HTTP {status_code} without {key!r}",
+            method=request.method,
+            path=request.path,
+            status_code=status_code,
+        )
+    return token
 
 
 def jwt_expiry(token: str) -> float | None:

@@ -172,14 +172,7 @@ def get_aggregate_batch(
         try:
             batch = yield from _find_in_history(api, catalog_id, model_id, batch_id)
         except AtScaleHTTPError as error:
-            if error.http_status not in HISTORY_UNAVAILABLE_STATUSES:
-                raise
-            capabilities.batch_history = False
-            log.warning(
-                "AtScale does not serve batch history to this caller (HTTP %s); following batches through "
-                "their aggregate instances instead",
-                error.http_status,
-            )
+            _history_unavailable(error, capabilities, "following batches through their aggregate instances")
         else:
             capabilities.batch_history = True
             if batch is not None:
@@ -265,14 +258,7 @@ def find_running_batch(
     try:
         status_code, data = yield from api.call(request)
     except AtScaleHTTPError as error:
-        if error.http_status not in HISTORY_UNAVAILABLE_STATUSES:
-            raise
-        capabilities.batch_history = False
-        log.warning(
-            "AtScale does not serve batch history to this caller (HTTP %s): a running build cannot be "
-            "found to attach to",
-            error.http_status,
-        )
+        _history_unavailable(error, capabilities, "a running build cannot be found to attach to")
         return None
     capabilities.batch_history = True
     batches, _ = _protocol.parse_batch_history(request, status_code, data)
@@ -285,6 +271,16 @@ def find_running_batch(
         ):
             return batch
     return None
+
+
+def _history_unavailable(error: AtScaleHTTPError, capabilities: ApiCapabilities, consequence: str) -> None:
+    """Remember that the server does not serve batch history (and say so once), or re-raise the error."""
+    if error.http_status not in HISTORY_UNAVAILABLE_STATUSES:
+        raise error
+    capabilities.batch_history = False
+    log.warning(
+        "AtScale does not serve batch history to this caller (HTTP %s): %s", error.http_status, consequence
+    )
 
 
 def list_catalogs(api: ApiClient) -> Flow[list[dict[str, Any]]]:

@@ -8,15 +8,17 @@ so the two can never disagree about a URL, a header or a JSON shape.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
 from airflow_provider_atscale.errors import AtScaleHTTPError, AtScaleResponseError, http_error_class
+
+T = TypeVar("T")
 
 TRIGGER_BUILD_PATH = "/v1/aggregates-batch/catalogs/{catalog_id}/models/{model_id}"
 CATALOGS_PATH = "/v1/catalogs"
@@ -222,30 +224,29 @@ def parse_trigger_response(request: ApiRequest, status_code: int, data: Any) -> 
 
 def parse_batch_history(request: ApiRequest, status_code: int, data: Any) -> tuple[list[AggregateBatch], int]:
     """Read one page of batch history: the batches on it and the total count."""
-    entries = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise _unexpected(request, status_code, "without a list of batches under 'data'")
-    try:
-        batches = [AggregateBatch.from_api(entry) for entry in entries]
-    except ValueError as error:
-        raise _unexpected(request, status_code, f"with a malformed batch: {error}") from None
-    total = data.get("total") if isinstance(data, dict) else None
-    return batches, total if isinstance(total, int) and not isinstance(total, bool) else len(batches)
+    return _parse_page(request, status_code, data, AggregateBatch.from_api, "batch")
 
 
 def parse_aggregate_instances(
     request: ApiRequest, status_code: int, data: Any
 ) -> tuple[list[AggregateInstance], int]:
     """Read one page of aggregate instances and the total count."""
+    return _parse_page(request, status_code, data, AggregateInstance.from_api, "instance")
+
+
+def _parse_page(
+    request: ApiRequest, status_code: int, data: Any, read: Callable[[Any], T], what: str
+) -> tuple[list[T], int]:
+    """Read a paged answer ``{"data": [...], "total": N}``; a missing total counts the page."""
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise _unexpected(request, status_code, "without a list of instances under 'data'")
+        raise _unexpected(request, status_code, f"without a list of {what}s under 'data'")
     try:
-        instances = [AggregateInstance.from_api(entry) for entry in entries]
+        items = [read(entry) for entry in entries]
     except ValueError as error:
-        raise _unexpected(request, status_code, f"with a malformed instance: {error}") from None
+        raise _unexpected(request, status_code, f"with a malformed {what}: {error}") from None
     total = data.get("total") if isinstance(data, dict) else None
-    return instances, total if isinstance(total, int) and not isinstance(total, bool) else len(instances)
+    return items, total if isinstance(total, int) and not isinstance(total, bool) else len(items)
 
 
 def _unexpected(request: ApiRequest, status_code: int, what: str) -> AtScaleResponseError:
