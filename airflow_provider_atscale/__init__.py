@@ -51,7 +51,7 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["schema", "extra"],
                     "relabeling": {
                         "host": "AtScale URL",
-                        "login": "Username (password auth only)",
+                        "login": "Username",
                         "password": "API token",
                     },
                     "placeholders": {
@@ -84,14 +84,17 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "client_id": {
                         "label": "Client ID (password auth)",
+                        "description": "Only with Auth type 'password': the Identity Broker client.",
                         "schema": {"type": ["string", "null"], "default": "atscale-api"},
                     },
                     "client_secret": {
                         "label": "Client secret (password auth)",
+                        "description": "Only with Auth type 'password', if the client has a secret.",
                         "schema": {"type": ["string", "null"], "format": "password"},
                     },
                     "realm": {
                         "label": "Realm (password auth)",
+                        "description": "Only with Auth type 'password': the Identity Broker realm.",
                         "schema": {"type": ["string", "null"], "default": "atscale"},
                     },
                     "max_retries": {
