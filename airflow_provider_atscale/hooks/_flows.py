@@ -198,11 +198,10 @@ def _find_in_history(
     for page in range(1, HISTORY_MAX_PAGES + 1):
         request = _protocol.batch_history_request(catalog_id, model_id, page=page, limit=HISTORY_PAGE_SIZE)
         status_code, data = yield from api.call(request)
-        batches, total = _protocol.parse_batch_history(request, status_code, data)
-        for batch in batches:
-            if batch.id == batch_id:
-                return batch
-        if len(batches) < HISTORY_PAGE_SIZE or page * HISTORY_PAGE_SIZE >= total:
+        batch, on_page, total = _protocol.find_in_history_page(request, status_code, data, batch_id)
+        if batch is not None:
+            return batch
+        if on_page < HISTORY_PAGE_SIZE or page * HISTORY_PAGE_SIZE >= total:
             break
     return None
 

@@ -227,6 +227,25 @@ def parse_batch_history(request: ApiRequest, status_code: int, data: Any) -> tup
     return _parse_page(request, status_code, data, AggregateBatch.from_api, "batch")
 
 
+def find_in_history_page(
+    request: ApiRequest, status_code: int, data: Any, batch_id: str
+) -> tuple[AggregateBatch | None, int, int]:
+    """
+    Look for one batch on a page of batch history, reading only that entry (a poll runs this every time).
+
+    :return: the batch if on the page, the number of entries on the page, and the total count.
+    """
+    entries, total = _page_entries(request, status_code, data, "batch")
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("id") == batch_id:
+            return (
+                _read_item(request, status_code, entry, AggregateBatch.from_api, "batch"),
+                len(entries),
+                total,
+            )
+    return None, len(entries), total
+
+
 def parse_aggregate_instances(
     request: ApiRequest, status_code: int, data: Any
 ) -> tuple[list[AggregateInstance], int]:
@@ -238,15 +257,24 @@ def _parse_page(
     request: ApiRequest, status_code: int, data: Any, read: Callable[[Any], T], what: str
 ) -> tuple[list[T], int]:
     """Read a paged answer ``{"data": [...], "total": N}``; a missing total counts the page."""
+    entries, total = _page_entries(request, status_code, data, what)
+    return [_read_item(request, status_code, entry, read, what) for entry in entries], total
+
+
+def _page_entries(request: ApiRequest, status_code: int, data: Any, what: str) -> tuple[list[Any], int]:
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise _unexpected(request, status_code, f"without a list of {what}s under 'data'")
+        plural = what + ("es" if what.endswith("ch") else "s")
+        raise _unexpected(request, status_code, f"without a list of {plural} under 'data'")
+    total = data.get("total")
+    return entries, total if isinstance(total, int) and not isinstance(total, bool) else len(entries)
+
+
+def _read_item(request: ApiRequest, status_code: int, entry: Any, read: Callable[[Any], T], what: str) -> T:
     try:
-        items = [read(entry) for entry in entries]
+        return read(entry)
     except ValueError as error:
         raise _unexpected(request, status_code, f"with a malformed {what}: {error}") from None
-    total = data.get("total") if isinstance(data, dict) else None
-    return items, total if isinstance(total, int) and not isinstance(total, bool) else len(items)
 
 
 def _unexpected(request: ApiRequest, status_code: int, what: str) -> AtScaleResponseError:

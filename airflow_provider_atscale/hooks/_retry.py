@@ -127,9 +127,15 @@ def with_retries(
 
     tenacity decides; the flow's driver sleeps, so this serves the sync and the async transport alike.
     """
+    # Most requests succeed at once: tenacity's machinery is built only after a first failure.
+    try:
+        return (yield from attempt())
+    except AtScaleError:
+        first_failure = sys.exc_info()
     retrying = policy.retrying(idempotent=idempotent, describe=describe)
     retrying.begin()
     state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+    state.set_exception(first_failure)  # type: ignore[arg-type]
     while True:
         action = retrying.iter(state)
         if isinstance(action, tenacity.DoAttempt):

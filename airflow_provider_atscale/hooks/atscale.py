@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 USER_AGENT = f"airflow-provider-atscale/{__version__}"
+ASYNC_KEEPALIVE_SECONDS = 600.0
+"""How long the async client keeps an idle connection: longer than poll intervals, so a trigger polls over
+one connection (httpx's default of 5 s would open a new one, and a new TLS handshake, for every poll)."""
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,7 @@ class AtScaleHook(BaseHook):
                 headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
                 timeout=settings.timeout,
                 verify=_ssl_context(settings.verify),
+                limits=httpx.Limits(max_keepalive_connections=1, keepalive_expiry=ASYNC_KEEPALIVE_SECONDS),
             )
         return self._async_client
 

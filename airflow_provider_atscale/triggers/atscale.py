@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -73,6 +74,19 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
             },
         )
 
+    def first_poll_at(self) -> float:
+        """
+        When to poll first: within one interval of ``started_at``, at a point set by the batch id.
+
+        The task read the batch's status just before deferring, so polling at once would be a wasted
+        request. Triggers deferred together (mapped tasks, a busy hour) would poll in lock-step for ever
+        if each waited exactly one interval, so the first wait is spread over the second half of the
+        interval. The point depends only on the batch id, so a trigger rebuilt after a triggerer restart
+        keeps it; a restart after that time polls at once.
+        """
+        spread = zlib.crc32(self.batch_id.encode()) / 2**32
+        return self.started_at + self.poll_interval * (1.0 - 0.5 * spread)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
@@ -85,6 +99,9 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
         yield TriggerEvent(event.to_payload())  # type: ignore[no-untyped-call]
 
     async def _wait(self, hook: Any, status_log: StatusChangeLog) -> WaitEvent:
+        delay = min(self.first_poll_at(), self.deadline) - _clock.now()
+        if delay > 0:
+            await _clock.asleep(delay)
         while True:
             try:
                 batch = await hook.aget_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
