@@ -1,0 +1,1 @@
+"""Performance benchmarks of the AtScale provider: ``make bench`` (see ``benchmarks/README.md``)."""
