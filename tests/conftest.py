@@ -21,7 +21,8 @@ os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 _ROOT = Path(__file__).parent.parent
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_ROOT / "example_dags")
-# dag.test() runs DAGs from a DAG bundle: the example DAGs and the test suite's own DAGs are two bundles.
+# Airflow 3's dag.test() runs DAGs from a DAG bundle: the example DAGs and the test suite's own DAGs are
+# two bundles. Airflow 2 has no bundles and ignores the setting.
 os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
     [
         {
@@ -44,6 +45,14 @@ from tests.helpers import DrivenClock, FakeClock, connection_uri  # noqa: E402
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.emulator import EmulatorServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: builds the package and installs it into a fresh virtualenv (about 30 s); "
+        "`make test` runs it, `pytest -m 'not slow'` leaves it out",
+    )
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_atscale.emulator import DEFAULT_MODEL_ID, FAILING_MODEL_ID, SECOND_MODEL_ID
+from tests.compat import only_on_airflow_3, skip_on
 from tests.dag_runs import load_dag, task_states, xcoms
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class TestWaiting:
         assert values[("build", -1, "return_value")]["id"] == batch.id
         assert emulator.count_requests("POST", TRIGGER_PATH) == 1
 
+    @skip_on("3.0", reason="its dag.test() shows no failed task's exception, in output or logs")
     def test_a_failing_model_fails_the_task_with_the_aggregates_messages(
         self, emulator: EmulatorServer, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -138,10 +140,10 @@ def asset_links() -> set[tuple[str, str, str]]:
         return {(source, name, target) for source, name, target in rows}
 
 
+@only_on_airflow_3("the example DAGs are written with airflow.sdk (DAG, Asset, Param, task)")
 class TestExampleDags:
     def test_every_example_dag_imports_cleanly(self) -> None:
-        from airflow.dag_processing.dagbag import DagBag
-
+        from tests.compat import DagBag
         from tests.conftest import _ROOT
 
         bag = DagBag(dag_folder=str(_ROOT / "example_dags"))
@@ -167,6 +169,11 @@ class TestExampleDags:
         values = xcoms(dag.dag_id, dag_run.run_id)
         assert values[("incremental_build", -1, "batch_status")] == "done"
 
+    @skip_on(
+        "3.0",
+        reason="its dag.test() refuses an outlet asset that no DAG processor has registered "
+        "(AirflowInactiveAssetInInletOrOutletException)",
+    )
     def test_post_etl_full_rebuild_follows_the_etl_asset(self, emulator: EmulatorServer) -> None:
         etl = load_dag("atscale_sales_etl")
         rebuild = load_dag("atscale_post_etl_full_rebuild")

@@ -51,7 +51,7 @@ FAULT_KINDS: dict[str, tuple[FaultConfig, dict[str, Any]]] = {
 
 def run_build(index: int, deferrable: bool, clock: DrivenClock) -> dict[str, Any]:
     """One build through the operator, deferring to the trigger and resuming as Airflow would."""
-    from airflow.sdk.exceptions import TaskDeferred
+    from tests.compat import TaskDeferred
 
     task = AtScaleAggregateBuildOperator(
         task_id=f"build_{index}",

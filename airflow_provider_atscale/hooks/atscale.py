@@ -23,6 +23,7 @@ from airflow_provider_atscale.errors import (
     AtScaleTransportError,
 )
 from airflow_provider_atscale.hooks import _flows, _protocol
+from airflow_provider_atscale.hooks._form import with_connection_form
 from airflow_provider_atscale.hooks._retry import Sleep
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
@@ -42,6 +43,7 @@ one connection (httpx's default of 5 s would open a new one, and a new TLS hands
 log = logging.getLogger(__name__)
 
 
+@with_connection_form
 class AtScaleHook(BaseHook):
     """
     Talk to AtScale's engine API through an ``atscale`` Airflow connection.

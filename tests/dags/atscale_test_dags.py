@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG
-
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
+from tests.compat import DAG
 
 CATALOG_ID = "fdcdd3e1-13fc-54c2-93fe-57e681e1968e"
 MODEL_ID = "0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf"

@@ -23,7 +23,11 @@ from airflow_provider_atscale.errors import (
     AtScaleTransportError,
 )
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
+from tests.compat import skip_on
 from tests.helpers import BASE_URL, CATALOG_ID, MODEL_ID, TOKEN, FakeClock, batch_object, connection_uri
+
+# Airflow 3.0 and 3.1 drop such a connection while looking it up: the hook is told it does not exist.
+NOT_OBJECT = skip_on("3.0", "3.1", reason="a connection whose extra is no JSON object is not found")
 
 TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
 CATALOGS_URL = f"{BASE_URL}/v1/catalogs"
@@ -289,8 +293,8 @@ class TestBadInputIsRejectedBeforeAnyRequest:
             ({"host": "https://atscale.test?x=1"}, "host must be an http"),
             ({"host": "atscale test"}, "host must be an http"),
             ({"password": None}, "has no API token"),
-            ({"extra": "{not json"}, "extra must be a JSON object"),
-            ({"extra": "[1]"}, "extra must be a JSON object, got list"),
+            pytest.param({"extra": "{not json"}, "extra must be a JSON object", marks=NOT_OBJECT),
+            pytest.param({"extra": "[1]"}, "extra must be a JSON object, got list", marks=NOT_OBJECT),
             ({"extra": {"verify": "maybe"}}, "extra 'verify' must be true, false or the path"),
             ({"extra": {"timeout": -1}}, "extra 'timeout' must be a positive number of seconds, got -1"),
             ({"extra": {"timeout": "soon"}}, "got 'soon'"),
@@ -358,7 +362,7 @@ class TestSecrets:
         assert caplog.records, "the hook is expected to log its requests at debug level"
 
     def test_token_is_registered_with_the_secret_masker(self, hook: AtScaleHook) -> None:
-        from airflow.sdk._shared.secrets_masker import redact
+        from tests.compat import redact
 
         hook.settings  # noqa: B018 - reading the settings registers the token
 

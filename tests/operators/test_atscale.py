@@ -298,7 +298,7 @@ class TestDeferrable:
     def test_defers_with_a_serializable_trigger_after_pushing_the_batch_id(
         self, atscale: rm.Mocker, fake_clock: FakeClock
     ) -> None:
-        from airflow.sdk.exceptions import TaskDeferred
+        from tests.compat import TaskDeferred
 
         atscale.get(HISTORY_URL, json=history_page())
         ctx = context()

@@ -74,7 +74,7 @@ def test_an_unknown_status_fails_the_sensor(emulator: EmulatorServer, emulator_c
 def test_deferrable_mode_defers_to_the_trigger_with_its_own_deadline(
     emulator: EmulatorServer, emulator_clock: DrivenClock
 ) -> None:
-    from airflow.sdk.exceptions import TaskDeferred
+    from tests.compat import TaskDeferred
 
     with pytest.raises(TaskDeferred) as excinfo:
         sensor("batch-1", deferrable=True, timeout=600).execute({"ti": SimpleNamespace()})
