@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import sys
-import threading
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -47,6 +44,7 @@ from airflow_provider_atscale.emulator import (
     ModelConfig,
     create_app,
     default_catalogs,
+    serve_until_signalled,
 )
 
 READY_PREFIX = "BENCH_EMULATOR "
@@ -228,13 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     """Serve until SIGTERM or SIGINT."""
     args = build_parser().parse_args()
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     server, plans = start_server(args)
     ready = {
         "url": server.url,
@@ -245,14 +236,7 @@ def main() -> int:
     }
     print(f"AtScale emulator listening on {server.url}", flush=True)
     print(READY_PREFIX + json.dumps(ready), flush=True)
-    try:
-        while not stop.wait(1.0):
-            if not server.running:
-                print("The benchmark emulator stopped unexpectedly", file=sys.stderr, flush=True)
-                return 1
-    finally:
-        server.stop()
-    return 0
+    return serve_until_signalled(server)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from airflow_provider_atscale.emulator.config import (
 from airflow_provider_atscale.emulator.errors import error_body
 from airflow_provider_atscale.emulator.faults import Fault, FaultInjector
 from airflow_provider_atscale.emulator.requestlog import RecordedRequest, RequestLog
-from airflow_provider_atscale.emulator.server import EmulatorServer, run_emulator
+from airflow_provider_atscale.emulator.server import EmulatorServer, run_emulator, serve_until_signalled
 from airflow_provider_atscale.emulator.state import BatchRecord, EmulatorState
 
 __all__ = [
@@ -88,4 +88,5 @@ __all__ = [
     "default_catalogs",
     "error_body",
     "run_emulator",
+    "serve_until_signalled",
 ]

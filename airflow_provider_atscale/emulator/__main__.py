@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from uvicorn.config import LOGGING_CONFIG
 
@@ -30,11 +27,9 @@ from airflow_provider_atscale.emulator.config import (
     FaultConfig,
     default_catalogs,
 )
-from airflow_provider_atscale.emulator.server import DEFAULT_HOST, EmulatorServer
+from airflow_provider_atscale.emulator.server import DEFAULT_HOST, EmulatorServer, serve_until_signalled
 
 DEFAULT_PORT = 8711
-# How often the main thread checks that the server thread is still alive while it waits for a signal.
-_LIVENESS_CHECK_SECONDS = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,13 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
     server = EmulatorServer(
         config,
         host=args.host,
@@ -189,14 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for model in catalog.models:
             outcome = "fails" if model.fail else "builds"
             print(f"Catalog {catalog.id} model {model.id} ({model.name}, {outcome})", flush=True)
-    try:
-        while not stop.wait(_LIVENESS_CHECK_SECONDS):
-            if not server.running:
-                print("The emulator stopped unexpectedly", file=sys.stderr, flush=True)
-                return 1
-    finally:
-        server.stop()
-    return 0
+    return serve_until_signalled(server)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -267,3 +269,24 @@ def run_emulator(
     )
     with server:
         yield server
+
+
+def serve_until_signalled(server: EmulatorServer, *, check_seconds: float = 1.0) -> int:
+    """
+    Keep a started server running until SIGINT or SIGTERM, then stop it: the body of a command-line server.
+
+    :param server: a started server.
+    :param check_seconds: how often to check that the server still runs.
+    :return: 0 after a signal, 1 if the server stopped by itself.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(check_seconds):
+            if not server.running:
+                print("The emulator stopped unexpectedly", file=sys.stderr, flush=True)
+                return 1
+    finally:
+        server.stop()
+    return 0
