@@ -166,25 +166,31 @@ def test_error_event_when_atscale_refuses(
 
 
 def test_a_rebuilt_trigger_resumes_and_finishes(
-    emulator: EmulatorServer, emulator_clock: DrivenClock
+    emulator: EmulatorServer, emulator_clock: DrivenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from airflow_provider_atscale import _clock
+
     batch_id = start_batch()
     trigger = make_trigger(batch_id, emulator_clock)
+    waits = 0
 
-    async def poll_once_then_stop() -> None:
-        events = trigger.run()
-        task = asyncio.ensure_future(events.__anext__())
-        # Let it poll once: the first poll finds the batch in progress and the trigger goes to sleep.
-        while not emulator_clock.sleeps:
-            await asyncio.sleep(0)
-        task.cancel()
+    async def stopped_on_second_wait(seconds: float) -> None:
+        # The triggerer goes away (its task is cancelled) while the trigger waits after its first poll.
+        nonlocal waits
+        waits += 1
+        if waits == 2:
+            raise asyncio.CancelledError
+        await emulator_clock.asleep(seconds)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_clock, "asleep", stopped_on_second_wait)
         with pytest.raises(asyncio.CancelledError):
-            await task
+            asyncio.run(first_event(trigger))
+    polls_before_restart = emulator.count_requests("GET", "/wapi/p/aggregate/batch-history")
 
-    emulator_clock.sleeps.clear()
-    asyncio.run(poll_once_then_stop())
     event = asyncio.run(first_event(rebuilt(trigger)))
 
+    assert polls_before_restart == 1
     assert event["outcome"] == "succeeded"
     assert emulator.count_requests("POST") == 1
 
