@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_atscale import _clock
-from airflow_provider_atscale.errors import AtScaleAuthError, AtScaleHTTPError, AtScaleResponseError
-from airflow_provider_atscale.hooks._protocol import ApiRequest
+from airflow_provider_atscale.errors import AtScaleAuthError, AtScaleHTTPError
+from airflow_provider_atscale.hooks._protocol import ApiRequest, unexpected_answer
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
 TOKEN_EXCHANGE_PATH = "/v1/token"
@@ -164,12 +164,7 @@ class Authenticator:
 def _required_token(request: ApiRequest, status_code: int, data: Any, key: str) -> str:
     token = data.get(key) if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
-        raise AtScaleResponseError(
-            f"AtScale {request.describe()} answered HTTP {status_code} without {key!r}",
-            method=request.method,
-            path=request.path,
-            status_code=status_code,
-        )
+        raise unexpected_answer(request, status_code, f"without {key!r}")
     return token
 
 

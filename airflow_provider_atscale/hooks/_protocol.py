@@ -142,21 +142,12 @@ def read_json(request: ApiRequest, response: RawResponse, secrets: tuple[str, ..
         raise http_error(request, response, secrets)
     parsed = _parse(body)
     if parsed is _NOT_JSON:
-        raise AtScaleResponseError(
-            f"AtScale {request.describe()} answered HTTP {status_code} with a body that is not JSON: "
-            f"{_scrub(_text(body), secrets)!r}",
-            method=request.method,
-            path=request.path,
-            status_code=status_code,
+        raise unexpected_answer(
+            request, status_code, f"with a body that is not JSON: {_scrub(_text(body), secrets)!r}"
         )
     if isinstance(parsed, dict) and parsed.get("success") is False:
         message = _scrub(_error_text(parsed) or "no error text", secrets)
-        raise AtScaleResponseError(
-            f'AtScale {request.describe()} answered HTTP {status_code} with "success": false: {message}',
-            method=request.method,
-            path=request.path,
-            status_code=status_code,
-        )
+        raise unexpected_answer(request, status_code, f'with "success": false: {message}')
     return parsed
 
 
@@ -214,12 +205,7 @@ def parse_trigger_response(request: ApiRequest, status_code: int, data: Any) -> 
     try:
         return AggregateBatch.from_api(batch)  # type: ignore[arg-type]
     except ValueError as error:
-        raise AtScaleResponseError(
-            f"AtScale {request.describe()} answered HTTP {status_code} without a valid batch object: {error}",
-            method=request.method,
-            path=request.path,
-            status_code=status_code,
-        ) from None
+        raise unexpected_answer(request, status_code, f"without a valid batch object: {error}") from None
 
 
 def parse_batch_history(request: ApiRequest, status_code: int, data: Any) -> tuple[list[AggregateBatch], int]:
@@ -265,7 +251,7 @@ def _page_entries(request: ApiRequest, status_code: int, data: Any, what: str) -
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         plural = what + ("es" if what.endswith("ch") else "s")
-        raise _unexpected(request, status_code, f"without a list of {plural} under 'data'")
+        raise unexpected_answer(request, status_code, f"without a list of {plural} under 'data'")
     total = data.get("total")
     return entries, total if isinstance(total, int) and not isinstance(total, bool) else len(entries)
 
@@ -274,10 +260,11 @@ def _read_item(request: ApiRequest, status_code: int, entry: Any, read: Callable
     try:
         return read(entry)
     except ValueError as error:
-        raise _unexpected(request, status_code, f"with a malformed {what}: {error}") from None
+        raise unexpected_answer(request, status_code, f"with a malformed {what}: {error}") from None
 
 
-def _unexpected(request: ApiRequest, status_code: int, what: str) -> AtScaleResponseError:
+def unexpected_answer(request: ApiRequest, status_code: int, what: str) -> AtScaleResponseError:
+    """The error for an answer that is not what the API promises, saying what was wrong with it."""
     return AtScaleResponseError(
         f"AtScale {request.describe()} answered HTTP {status_code} {what}",
         method=request.method,
@@ -292,12 +279,7 @@ def parse_catalogs(request: ApiRequest, status_code: int, data: Any) -> list[dic
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise AtScaleResponseError(
-            f"AtScale {request.describe()} answered HTTP {status_code} without a list of catalogs",
-            method=request.method,
-            path=request.path,
-            status_code=status_code,
-        )
+        raise unexpected_answer(request, status_code, "without a list of catalogs")
     return data
 
 
