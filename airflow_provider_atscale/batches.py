@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -65,11 +66,28 @@ def parse_api_datetime(value: Any) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"expected an ISO 8601 timestamp, got {value!r}")
-    parsed = datetime.fromisoformat(value.strip())
+    parsed = datetime.fromisoformat(_normalize_iso(value.strip()))
     if parsed.tzinfo is None:
         # AtScale sends UTC; a timestamp without an offset is read as UTC rather than local time.
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
+
+
+_FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})\.(\d+)")
+_COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def _normalize_iso(text: str) -> str:
+    """
+    Rewrite an ISO 8601 timestamp into the subset Python 3.10's ``fromisoformat`` reads.
+
+    3.10 refuses the ``Z`` that ends every AtScale timestamp, fractions of other than 3 or 6 digits and
+    offsets without a colon; 3.11 reads them all. The result means the same instant.
+    """
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    text = _COMPACT_OFFSET.sub(r"\1:\2", text) if "T" in text else text
+    return _FRACTION.sub(lambda m: f"{m.group(1)}.{m.group(2)[:6].ljust(6, '0')}", text)
 
 
 def format_api_datetime(value: datetime) -> str:

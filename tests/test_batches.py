@@ -11,6 +11,7 @@ from airflow_provider_atscale.batches import (
     AggregateBatch,
     BatchStatusClass,
     classify_status,
+    parse_api_datetime,
 )
 from tests.helpers import batch_object
 
@@ -128,3 +129,22 @@ def test_to_api_returns_a_copy() -> None:
 def test_from_api_rejects_malformed_batches(data: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         AggregateBatch.from_api(data)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-02-27T09:53:22.654Z", datetime(2025, 2, 27, 9, 53, 22, 654000, tzinfo=timezone.utc)),
+        ("2025-02-27T09:53:22Z", datetime(2025, 2, 27, 9, 53, 22, tzinfo=timezone.utc)),
+        ("2025-02-27T09:53:22.6Z", datetime(2025, 2, 27, 9, 53, 22, 600000, tzinfo=timezone.utc)),
+        ("2025-02-27T09:53:22.1234567Z", datetime(2025, 2, 27, 9, 53, 22, 123456, tzinfo=timezone.utc)),
+        ("2025-02-27T10:53:22.654+0100", datetime(2025, 2, 27, 9, 53, 22, 654000, tzinfo=timezone.utc)),
+        ("2025-02-27T04:23:22.654-05:30", datetime(2025, 2, 27, 9, 53, 22, 654000, tzinfo=timezone.utc)),
+        ("2025-02-27T09:53:22.654", datetime(2025, 2, 27, 9, 53, 22, 654000, tzinfo=timezone.utc)),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=timezone.utc)),
+    ],
+)
+def test_parse_api_datetime_reads_atscale_timestamps_on_every_python(text: str, expected: datetime) -> None:
+    # Python 3.10's fromisoformat refuses the trailing Z, 1- or 7-digit fractions and "+0100"; the suite
+    # runs on 3.10 in CI, so these cases fail there if the normalisation goes.
+    assert parse_api_datetime(text) == expected
