@@ -23,14 +23,28 @@ export ATSCALE_EXAMPLE_POLL_INTERVAL=2
 
 python -m airflow_provider_atscale.emulator --port 0 --queue-seconds 1 --build-seconds 3 >"$work/emulator.log" 2>&1 &
 emulator_pid=$!
+# The emulator prints its URL, then its token, one write each: either line may be missing or half written
+# when the log is read. Ready means both were read and a request with them is answered.
+ready=""
 for _ in $(seq 1 100); do
-    grep -q "listening on" "$work/emulator.log" && break
     kill -0 "$emulator_pid" 2>/dev/null || { cat "$work/emulator.log"; exit 1; }
+    url=$(sed -n 's/^AtScale emulator listening on \(http[^ ]*\)$/\1/p' "$work/emulator.log")
+    token=$(sed -n 's/^Demo API token: //p' "$work/emulator.log")
+    if [ -n "$url" ] && [ -n "$token" ] && python - "$url" "$token" 2>/dev/null <<'PY'
+import sys
+import urllib.request
+
+url, token = sys.argv[1:]
+request = urllib.request.Request(f"{url}/v1/catalogs", headers={"Authorization": f"Bearer {token}"})
+urllib.request.urlopen(request, timeout=5).close()
+PY
+    then
+        ready=1
+        break
+    fi
     sleep 0.1
 done
-url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$work/emulator.log")
-token=$(sed -n 's/^Demo API token: //p' "$work/emulator.log")
-[ -n "$url" ] && [ -n "$token" ] || { echo "The emulator did not start:"; cat "$work/emulator.log"; exit 1; }
+[ -n "$ready" ] || { echo "The emulator did not start:"; cat "$work/emulator.log"; exit 1; }
 echo "AtScale emulator: $url"
 export AIRFLOW_CONN_ATSCALE_DEFAULT="{\"conn_type\": \"atscale\", \"host\": \"$url\", \"password\": \"$token\"}"
 

@@ -10,11 +10,18 @@ DEFAULT_CATALOG_ID = "fdcdd3e1-13fc-54c2-93fe-57e681e1968e"
 DEFAULT_MODEL_ID = "0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf"
 FAILING_MODEL_ID = "8f37d9fd-6fa7-5d83-96b9-84a0e17ddda3"
 SECOND_MODEL_ID = "c66d5407-9e52-5516-8ac5-114d82a00a76"
+# Its batches materialize more aggregates than one answer of the instances endpoint lists.
+WIDE_MODEL_ID = "942770b2-47e5-5fc1-915a-64c13d20d46a"
 
 DEMO_TOKEN = "atscale-emulator-demo-token"
 DEFAULT_USERNAME = "admin"
 DEFAULT_PASSWORD = "admin-password"
-DEFAULT_CLIENT_ID = "atscale-api"
+# The identity broker's public client: the password grant needs no client secret for it.
+DEFAULT_CLIENT_ID = "atscale-ai-link"
+MODELER_CLIENT_ID = "atscale-modeler"
+PUBLIC_API_CLIENT_ID = "atscale-public-api"
+DEFAULT_MODELER_CLIENT_SECRET = "atscale-emulator-modeler-secret"
+DEFAULT_PUBLIC_API_CLIENT_SECRET = "atscale-emulator-public-api-secret"
 DEFAULT_CONNECTION_ID = "snowflake-warehouse"
 DEFAULT_TABLE_SCHEMA = "atscale_aggs"
 
@@ -22,6 +29,8 @@ DEFAULT_QUEUE_SECONDS = 1.0
 DEFAULT_BUILD_SECONDS = 5.0
 DEFAULT_TOKEN_TTL_SECONDS = 300.0
 DEFAULT_REFRESH_TOKEN_TTL_SECONDS = 1800.0
+# What a sibling of the instances endpoint was seen to answer on a live host, whatever page size was asked.
+DEFAULT_INSTANCES_ROW_LIMIT = 10
 
 DropMode = Literal["close", "truncate"]
 DROP_MODES: tuple[DropMode, ...] = ("close", "truncate")
@@ -117,6 +126,29 @@ class UserConfig:
 
 
 @dataclass(frozen=True)
+class ClientConfig:
+    """
+    An OAuth client of the identity broker endpoint.
+
+    :param id: Client id, sent as ``client_id``.
+    :param secret: Secret a confidential client must send as ``client_secret``; ``None`` for a public client,
+        which sends none.
+    """
+
+    id: str
+    secret: str | None = None
+
+
+def default_clients() -> tuple[ClientConfig, ...]:
+    """Return the clients of a real identity broker: one public client and two confidential ones."""
+    return (
+        ClientConfig(DEFAULT_CLIENT_ID),
+        ClientConfig(MODELER_CLIENT_ID, DEFAULT_MODELER_CLIENT_SECRET),
+        ClientConfig(PUBLIC_API_CLIENT_ID, DEFAULT_PUBLIC_API_CLIENT_SECRET),
+    )
+
+
+@dataclass(frozen=True)
 class FaultConfig:
     """
     Faults injected into API requests (never into the ``/_emulator`` control endpoints).
@@ -139,6 +171,9 @@ class FaultConfig:
     :param rate_slow: Delay this share of requests by ``slow_seconds``, then answer them normally.
     :param slow_seconds: The delay of a slow request.
     :param token_ttl_seconds: Lifetime of access tokens issued by the token endpoints from now on.
+    :param clock_offset_seconds: How far AtScale's clock runs ahead of the caller's (negative: behind).
+        Every timestamp the emulator writes is shifted by it (batch and instance dates, token ``iat`` and
+        ``exp``, the ``Date`` and ``Retry-After`` headers); batches still progress with the emulator's clock.
     """
 
     seed: int = 0
@@ -154,6 +189,7 @@ class FaultConfig:
     rate_slow: float = 0.0
     slow_seconds: float = 0.5
     token_ttl_seconds: float = DEFAULT_TOKEN_TTL_SECONDS
+    clock_offset_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         rates = {
@@ -179,10 +215,17 @@ class FaultConfig:
             raise ValueError(f"FaultConfig.token_ttl_seconds must be > 0, got {self.token_ttl_seconds!r}")
         if self.drop_mode not in DROP_MODES:
             raise ValueError(f"FaultConfig.drop_mode must be one of {DROP_MODES}, got {self.drop_mode!r}")
+        if not math.isfinite(self.clock_offset_seconds):
+            raise ValueError(
+                f"FaultConfig.clock_offset_seconds must be a finite number, got {self.clock_offset_seconds!r}"
+            )
 
 
 def default_catalogs() -> tuple[CatalogConfig, ...]:
-    """Return the default catalog: a good model, a failing model and a second good model."""
+    """
+    Return the default catalog: a good model, a failing model, a second good model and a good model with
+    more aggregates than one answer of the instances endpoint lists.
+    """
     internet_sales = ModelConfig(
         id=DEFAULT_MODEL_ID,
         name="Internet Sales",
@@ -233,11 +276,49 @@ def default_catalogs() -> tuple[CatalogConfig, ...]:
             ),
         ),
     )
+    sales_detail = ModelConfig(
+        id=WIDE_MODEL_ID,
+        name="Internet Sales Detail",
+        aggregates=(
+            AggregateDefinition("6faef89c-dfeb-5fa6-8c7c-1e083c6884cd", "as_agg_sales_detail_by_day", 1826),
+            AggregateDefinition("d6572166-e445-5d74-bca6-49da5aba2329", "as_agg_sales_detail_by_week", 261),
+            AggregateDefinition("1939581d-8f6e-5803-85ad-789dcfd3a434", "as_agg_sales_detail_by_month", 60),
+            AggregateDefinition("c4353c2d-720b-5ed8-a8b8-3d2279ffc91c", "as_agg_sales_detail_by_quarter", 20),
+            AggregateDefinition("76f75554-5005-5d63-b06f-a2092f80018a", "as_agg_sales_detail_by_year", 5),
+            AggregateDefinition(
+                "aa0ed1f5-b415-594c-9ea7-b36aab707604", "as_agg_sales_detail_by_product", 606
+            ),
+            AggregateDefinition(
+                "572f7281-be5a-535c-a709-af0d0f297791", "as_agg_sales_detail_by_product_category", 4
+            ),
+            AggregateDefinition(
+                "abb81802-839f-5848-bdda-4cf8e18f0ceb", "as_agg_sales_detail_by_product_subcategory", 37
+            ),
+            AggregateDefinition(
+                "230b6063-77c6-5e86-ae29-033870d86c65", "as_agg_sales_detail_by_customer", 18484
+            ),
+            AggregateDefinition(
+                "096825b8-6607-505f-b1d3-edab64f68d94", "as_agg_sales_detail_by_customer_geo", 655
+            ),
+            AggregateDefinition(
+                "31e12d82-e414-5908-a3cc-9e1e9a3f8bb2", "as_agg_sales_detail_by_promotion", 16
+            ),
+            AggregateDefinition(
+                "0f4bd1f9-1a6d-54e3-94fc-f5fe9dd65014", "as_agg_sales_detail_by_currency", 105
+            ),
+            AggregateDefinition(
+                "6ee880da-ee80-5bb7-b9ff-944495586f09", "as_agg_sales_detail_by_sales_territory", 11
+            ),
+            AggregateDefinition(
+                "7aa2420f-188e-59ec-84ca-b5559d3fabf2", "as_agg_sales_detail_by_ship_date", 1826
+            ),
+        ),
+    )
     return (
         CatalogConfig(
             id=DEFAULT_CATALOG_ID,
             name="Sales Insights",
-            models=(internet_sales, failing, reseller_sales),
+            models=(internet_sales, failing, reseller_sales, sales_detail),
         ),
     )
 
@@ -245,30 +326,39 @@ def default_catalogs() -> tuple[CatalogConfig, ...]:
 @dataclass(frozen=True)
 class EmulatorConfig:
     """
-    Everything the emulator serves.
+    Everything the emulator serves. The defaults refuse what the real AtScale refuses.
 
     :param catalogs: Catalogs and their models.
-    :param api_tokens: API tokens accepted as ``Authorization: Bearer <token>``.
+    :param api_tokens: API tokens accepted as ``Authorization: Bearer <token>`` by the public ``/v1`` API.
     :param users: Users accepted by the password grant.
-    :param client_id: OAuth client id the identity broker endpoint accepts.
-    :param client_secret: Client secret required by the identity broker endpoint; ``None`` accepts any.
+    :param clients: OAuth clients the identity broker endpoint knows.
     :param refresh_token_ttl_seconds: Lifetime of refresh tokens issued by the password grant.
     :param default_queue_seconds: Seconds from ``new`` to ``inprogress`` for models that do not say.
     :param default_build_seconds: Seconds from ``inprogress`` to finished for models that do not say.
-    :param serve_batch_history: Serve ``/wapi/p/aggregate/batch-history``; when false it answers 404
-        like an unknown path, so clients must follow batches through the instances endpoint.
-    :param faults: Faults in effect when the emulator starts, including the access token lifetime.
+    :param serve_batch_history: Serve the Design Center's batch history; when false it answers 403 to
+        everyone, as a server or role that refuses it does, so clients must follow batches through the
+        instances endpoint.
+    :param batch_history_accepts_api_tokens: Let batch history accept raw API tokens besides JWTs, as no real
+        server is known to do.
+    :param history_includes_other_batches: With each aggregate batch, add to batch history a batch of
+        another type for the same model that is newer and still running, as real histories hold.
+    :param instances_row_limit: Most rows one answer of the instances endpoint lists, whatever page or size
+        is asked; ``None`` lists every row.
+    :param faults: Faults in effect when the emulator starts, including the access token lifetime and the
+        clock offset.
     """
 
     catalogs: tuple[CatalogConfig, ...] = field(default_factory=default_catalogs)
     api_tokens: tuple[str, ...] = (DEMO_TOKEN,)
     users: tuple[UserConfig, ...] = (UserConfig(DEFAULT_USERNAME, DEFAULT_PASSWORD),)
-    client_id: str = DEFAULT_CLIENT_ID
-    client_secret: str | None = None
+    clients: tuple[ClientConfig, ...] = field(default_factory=default_clients)
     refresh_token_ttl_seconds: float = DEFAULT_REFRESH_TOKEN_TTL_SECONDS
     default_queue_seconds: float = DEFAULT_QUEUE_SECONDS
     default_build_seconds: float = DEFAULT_BUILD_SECONDS
     serve_batch_history: bool = True
+    batch_history_accepts_api_tokens: bool = False
+    history_includes_other_batches: bool = True
+    instances_row_limit: int | None = DEFAULT_INSTANCES_ROW_LIMIT
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
@@ -279,9 +369,16 @@ class EmulatorConfig:
             model_ids = [model.id for model in catalog.models]
             if len(set(model_ids)) != len(model_ids):
                 raise ValueError(f"Model ids must be unique within catalog {catalog.id!r}, got {model_ids}")
+        client_ids = [client.id for client in self.clients]
+        if len(set(client_ids)) != len(client_ids):
+            raise ValueError(f"Client ids must be unique, got {client_ids}")
         for name in ("default_queue_seconds", "default_build_seconds"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"EmulatorConfig.{name} must be a non-negative number, got {value!r}")
         if not self.refresh_token_ttl_seconds > 0:
             raise ValueError("EmulatorConfig.refresh_token_ttl_seconds must be > 0")
+        if self.instances_row_limit is not None and self.instances_row_limit < 1:
+            raise ValueError(
+                f"EmulatorConfig.instances_row_limit must be None or >= 1, got {self.instances_row_limit!r}"
+            )

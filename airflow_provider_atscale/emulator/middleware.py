@@ -17,6 +17,11 @@ How a connection is dropped (``FaultConfig.drop_mode``):
     then the application returns and uvicorn closes the connection. Clients see
     ``requests.exceptions.ChunkedEncodingError`` (``IncompleteRead``) and ``httpx.RemoteProtocolError``
     once they read the body.
+
+Injected errors take the body shape of the service the path belongs to
+(:func:`~airflow_provider_atscale.emulator.errors.error_body_for_path`). Every response carries a ``Date``
+header written here rather than by uvicorn, so that it follows ``FaultConfig.clock_offset_seconds`` as the
+other timestamps do.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from airflow_provider_atscale.emulator.errors import (
     INTERNAL_ERROR_MESSAGE,
     SERVICE_UNAVAILABLE_MESSAGE,
     TOO_MANY_REQUESTS_MESSAGE,
-    error_body,
+    error_body_for_path,
 )
 from airflow_provider_atscale.emulator.faults import Fault, FaultInjector
 from airflow_provider_atscale.emulator.requestlog import RecordedRequest, RequestLog
@@ -113,8 +118,11 @@ class EmulatorMiddleware:
         install_log_filter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, _dated(send, self.faults.config))
             return
         received_at = time.time()
         body = await _read_body(receive)
@@ -123,6 +131,9 @@ class EmulatorMiddleware:
             await asyncio.sleep(config.latency_seconds)
         if fault is Fault.SLOW:
             await asyncio.sleep(config.slow_seconds)
+        path = scope["path"]
+        # uvicorn's own send stays within reach for dropping the connection.
+        dated_send = _dated(send, config)
 
         def record(status: int | None) -> None:
             # Recorded before the answer goes out, so a client that got its answer finds the entry.
@@ -130,21 +141,20 @@ class EmulatorMiddleware:
 
         if fault is Fault.DROP_BEFORE:
             record(None)
-            await _drop_connection(
-                send, config, 503, _json_bytes(error_body(503, SERVICE_UNAVAILABLE_MESSAGE))
-            )
+            error = _json_bytes(error_body_for_path(path, 503, SERVICE_UNAVAILABLE_MESSAGE))
+            await _drop_connection(send, config, 503, error)
         elif fault is Fault.UNAVAILABLE:
             record(503)
-            await _error(503, SERVICE_UNAVAILABLE_MESSAGE)(scope, receive, send)
+            await _error(path, 503, SERVICE_UNAVAILABLE_MESSAGE)(scope, receive, dated_send)
         elif fault is Fault.TOO_MANY_REQUESTS:
             record(429)
             headers = {"Retry-After": _retry_after(config)}
-            await _error(429, TOO_MANY_REQUESTS_MESSAGE, headers)(scope, receive, send)
+            await _error(path, 429, TOO_MANY_REQUESTS_MESSAGE, headers)(scope, receive, dated_send)
         else:
             captured = await self._run_app(scope, body, receive)
             if fault is Fault.SERVER_ERROR:
                 record(500)
-                await _error(500, INTERNAL_ERROR_MESSAGE)(scope, receive, send)
+                await _error(path, 500, INTERNAL_ERROR_MESSAGE)(scope, receive, dated_send)
             elif fault is Fault.DROP_AFTER:
                 record(None)
                 await _drop_connection(
@@ -152,7 +162,7 @@ class EmulatorMiddleware:
                 )
             else:
                 record(captured.status)
-                await captured.replay(send)
+                await captured.replay(dated_send)
 
     async def _run_app(self, scope: Scope, body: bytes, receive: Receive) -> _CapturedResponse:
         captured = _CapturedResponse()
@@ -163,7 +173,8 @@ class EmulatorMiddleware:
             captured = _CapturedResponse()
         if not captured.complete:
             captured = _CapturedResponse()
-            await _error(500, INTERNAL_ERROR_MESSAGE)(scope, _replay_body(b"", receive), captured.send)
+            error = _error(scope["path"], 500, INTERNAL_ERROR_MESSAGE)
+            await error(scope, _replay_body(b"", receive), captured.send)
         return captured
 
 
@@ -178,7 +189,11 @@ async def _drop_connection(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"date", _http_date(config).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
@@ -198,14 +213,31 @@ async def _close_transport(send: Send) -> bool:
     return True
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+def _error(path: str, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body_for_path(path, status, message), status_code=status, headers=headers)
+
+
+def _dated(send: Send, config: FaultConfig) -> Send:
+    date = (b"date", _http_date(config).encode())
+
+    async def send_dated(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(name, value) for name, value in message.get("headers", []) if name.lower() != b"date"]
+            message = {**message, "headers": [*headers, date]}
+        await send(message)
+
+    return send_dated
+
+
+def _http_date(config: FaultConfig, seconds_from_now: float = 0.0) -> str:
+    # Wall-clock time, shifted as AtScale's clock is: the client compares dates in headers with its own
+    # clock, not with the emulator's (a test's manual clock may stand still).
+    return email.utils.formatdate(time.time() + config.clock_offset_seconds + seconds_from_now, usegmt=True)
 
 
 def _retry_after(config: FaultConfig) -> str:
     if config.retry_after_http_date:
-        # Wall-clock time: the client compares the date with its own clock, not the emulator's.
-        return email.utils.formatdate(time.time() + config.retry_after, usegmt=True)
+        return _http_date(config, config.retry_after)
     return str(config.retry_after)
 
 

@@ -19,6 +19,7 @@ from airflow_provider_atscale.emulator.config import EmulatorConfig, FaultConfig
 from airflow_provider_atscale.emulator.faults import FaultInjector
 from airflow_provider_atscale.emulator.requestlog import RecordedRequest, RequestLog
 from airflow_provider_atscale.emulator.state import BatchRecord, EmulatorState
+from airflow_provider_atscale.emulator.tokens import TokenIssuer
 
 DEFAULT_HOST = "127.0.0.1"
 LISTEN_BACKLOG = 4096
@@ -47,7 +48,7 @@ class EmulatorServer:
     An emulated AtScale engine API served over HTTP on a local port.
 
     Use it as a context manager (or call :meth:`start` and :meth:`stop`). uvicorn runs in a daemon
-    thread; the state, fault injector and request log are shared with the caller's thread.
+    thread; the state, token issuer, fault injector and request log are shared with the caller's thread.
 
     :param config: What to serve; defaults to :class:`EmulatorConfig` ().
     :param host: Interface to bind.
@@ -74,8 +75,9 @@ class EmulatorServer:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.state = EmulatorState(self.config, self.clock)
         self.faults = FaultInjector(self.config.faults)
+        self.tokens = TokenIssuer(self.config, self.clock, self.faults)
         self.request_log = RequestLog()
-        self.app = create_app(self.state, self.faults, self.request_log)
+        self.app = create_app(self.state, self.faults, self.request_log, self.tokens)
         self.host = host
         self.port = port
         self._uvicorn_options: dict[str, Any] = {
@@ -124,6 +126,8 @@ class EmulatorServer:
                 backlog=LISTEN_BACKLOG,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
                 timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                # The application writes its own Date header, on AtScale's clock.
+                date_header=False,
                 **self._uvicorn_options,
             )
         )
@@ -168,9 +172,10 @@ class EmulatorServer:
     def reset(self) -> None:
         """
         Return to the configured starting point: no batches, requests or issued tokens, the configured
-        models, faults and batch history setting. The clock is left alone.
+        models, faults and batch history settings. The clock is left alone.
         """
         self.state.reset()
+        self.tokens.reset()
         self.faults.configure(self.config.faults)
         self.request_log.clear()
 
@@ -206,7 +211,10 @@ class EmulatorServer:
     # State
 
     def batches_created(self) -> list[BatchRecord]:
-        """Every batch created so far, oldest first, including those whose response was lost to a fault."""
+        """
+        Every aggregate batch created so far, oldest first, including those whose response was lost to a
+        fault. The batches of other types that batch history shows beside them are not listed.
+        """
         return self.state.batches()
 
     def batch_status(self, batch_id: str) -> str:
@@ -237,11 +245,20 @@ class EmulatorServer:
 
     def set_batch_history_enabled(self, enabled: bool) -> None:
         """
-        Serve the batch history endpoint, or answer 404 there.
+        Serve the batch history endpoint, or answer 403 there to everyone (until :meth:`reset`).
 
         :param enabled: Serve it when true.
         """
         self.state.set_batch_history_enabled(enabled)
+
+    def set_batch_history_accepts_api_tokens(self, accepted: bool) -> None:
+        """
+        Let batch history accept raw API tokens besides JWTs, as no real server is known to do (until
+        :meth:`reset`).
+
+        :param accepted: Accept them when true.
+        """
+        self.state.set_batch_history_accepts_api_tokens(accepted)
 
 
 @contextmanager
@@ -271,17 +288,33 @@ def run_emulator(
         yield server
 
 
-def serve_until_signalled(server: EmulatorServer, *, check_seconds: float = 1.0) -> int:
+def install_stop_handlers() -> threading.Event:
+    """
+    Make SIGINT and SIGTERM set the returned event instead of ending the process.
+
+    Call it before a command-line server starts or prints anything: whoever runs it may signal it as soon
+    as it reads the first line, and a signal that arrives before the handlers are in place kills the process.
+    Must run in the main thread.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def serve_until_signalled(
+    server: EmulatorServer, *, check_seconds: float = 1.0, stop: threading.Event | None = None
+) -> int:
     """
     Keep a started server running until SIGINT or SIGTERM, then stop it: the body of a command-line server.
 
     :param server: a started server.
     :param check_seconds: how often to check that the server still runs.
+    :param stop: the event of :func:`install_stop_handlers`, called before the server started; without it
+        the handlers are installed only now, and a signal sent earlier ends the process uncleanly.
     :return: 0 after a signal, 1 if the server stopped by itself.
     """
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop if stop is not None else install_stop_handlers()
     try:
         while not stop.wait(check_seconds):
             if not server.running:

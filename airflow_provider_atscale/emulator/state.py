@@ -1,28 +1,33 @@
 """
-The emulator's state machine: catalogs, batches, aggregate instances and tokens.
+The emulator's state machine: catalogs, batches, batch history and aggregate instances.
 
-Pure Python and thread-safe, with no HTTP in it. Statuses are not stored: they are computed from the
+Pure Python and thread-safe, with no HTTP and no authentication in it (tokens live in
+:mod:`~airflow_provider_atscale.emulator.tokens`). Statuses are not stored: they are computed from the
 clock whenever they are read, so a :class:`~airflow_provider_atscale.emulator.clock.ManualClock` moves
 every batch forward at once. A batch is ``new`` for ``queue_seconds``, then ``inprogress`` while its
 aggregates are built one after the other for ``build_seconds`` in total, then ``done`` (or ``failed`` for
 a model configured to fail).
+
+Batch history holds more than aggregate batches, as a real one does: with each aggregate batch comes a
+batch of type :data:`OTHER_BATCH_TYPE` (``aggregate_cleanup``, a name invented here: no public material
+names the other types). It materializes nothing, and only :meth:`EmulatorState.history_batches` and the
+batch history endpoint list it.
+
+Timestamps are written on AtScale's clock: the emulator's clock shifted by a ``clock_offset`` the caller
+passes in (``FaultConfig.clock_offset_seconds``). Progress itself follows the emulator's clock.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import itertools
-import secrets
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
-
-import jwt
 
 from airflow_provider_atscale.emulator.clock import Clock, SystemClock
 from airflow_provider_atscale.emulator.config import (
@@ -31,19 +36,17 @@ from airflow_provider_atscale.emulator.config import (
     EmulatorConfig,
     ModelConfig,
 )
-from airflow_provider_atscale.emulator.errors import ApiError, OAuthError
+from airflow_provider_atscale.emulator.errors import ApiError
 
 BATCH_TYPE = "aggregate_batch"
+OTHER_BATCH_TYPE = "aggregate_cleanup"
+# How much later than its aggregate batch the other batch is created: enough to be the newest entry.
+OTHER_BATCH_DELAY_SECONDS = 0.001
 INSTANCE_PENDING = "pending"
 INSTANCE_BUILDING = "inprogress"
 INSTANCE_ACTIVE = "active"
 INSTANCE_INVALID = "invalid"
 GENERIC_FAILURE_MESSAGE = "Aggregate table '{table}' could not be built: the data warehouse query failed"
-
-TOKEN_ISSUER = "atscale-emulator"
-_ACCESS = "Bearer"
-_REFRESH = "Refresh"
-_JWT_ALGORITHM = "HS256"
 
 
 def iso_utc(timestamp: float) -> str:
@@ -66,16 +69,18 @@ class BatchRecord:
     :param model_id: Model built.
     :param is_full_build: Whether all aggregates are rebuilt.
     :param grace_period_overrides: Overrides sent with an incremental build.
-    :param created_at: Creation time in seconds since the Unix epoch.
+    :param created_at: Creation time in seconds since the Unix epoch, on the emulator's clock.
     :param queue_seconds: Time spent ``new``.
     :param build_seconds: Time spent ``inprogress``.
     :param fail: Whether the batch ends ``failed``.
-    :param final_status: The status the batch ends in instead of ``done``/``failed``, if set.
     :param aggregates: Aggregates materialized, in build order.
     :param instance_ids: Id of the aggregate instance for each aggregate.
     :param table_schema: Schema of the aggregate tables.
     :param connection_id: Connection the aggregates are built on.
     :param sequence: Creation order, to sort batches created at the same instant.
+    :param final_status: The status the batch ends in instead of ``done``/``failed``, if set.
+    :param batch_type: ``aggregate_batch`` for a build; :data:`OTHER_BATCH_TYPE` for the other batches
+        batch history holds, which materialize no aggregates.
     """
 
     id: str
@@ -93,6 +98,7 @@ class BatchRecord:
     connection_id: str
     sequence: int
     final_status: str | None = None
+    batch_type: str = BATCH_TYPE
 
     @property
     def started_at(self) -> float:
@@ -113,7 +119,7 @@ class BatchRecord:
         """
         Return the batch status at a given time.
 
-        :param now: Seconds since the Unix epoch.
+        :param now: Seconds since the Unix epoch, on the emulator's clock.
         """
         if now < self.started_at:
             return "new"
@@ -135,6 +141,20 @@ class BatchRecord:
         end = self.finished_at if index == len(self.aggregates) - 1 else start + step
         return start, end
 
+    def aggregate_status_at(self, index: int, now: float) -> str:
+        """
+        Return the status of the aggregate instance at ``index`` at a given time.
+
+        :param index: Position of the aggregate in :attr:`aggregates`.
+        :param now: Seconds since the Unix epoch, on the emulator's clock.
+        """
+        start, end = self.aggregate_window(index)
+        if now < start:
+            return INSTANCE_PENDING
+        if now < end:
+            return INSTANCE_BUILDING
+        return INSTANCE_INVALID if self.failure_message(index) else INSTANCE_ACTIVE
+
     def failure_message(self, index: int) -> str | None:
         """
         Return why the aggregate at ``index`` fails, or ``None`` when it builds fine.
@@ -151,7 +171,7 @@ class BatchRecord:
 
 class EmulatorState:
     """
-    Catalogs, batches and tokens of one emulated AtScale engine.
+    Catalogs, batches and batch history of one emulated AtScale engine.
 
     :param config: What to serve; defaults to :class:`EmulatorConfig` ().
     :param clock: Time source; defaults to the system clock.
@@ -162,21 +182,23 @@ class EmulatorState:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.RLock()
         self._catalogs: dict[str, CatalogConfig] = {catalog.id: catalog for catalog in self.config.catalogs}
+        # Aggregate batches only, as created; the history also holds the other batches.
         self._batches: list[BatchRecord] = []
-        self._batches_by_id: dict[str, BatchRecord] = {}
+        self._history: list[BatchRecord] = []
+        self._by_id: dict[str, BatchRecord] = {}
         self._sequence = itertools.count()
         self._serve_batch_history = self.config.serve_batch_history
-        # A fresh key per state: tokens of one emulator run are worthless to another.
-        self._signing_key = secrets.token_bytes(32)
+        self._history_accepts_api_tokens = self.config.batch_history_accepts_api_tokens
 
     def reset(self) -> None:
-        """Forget every batch and issued token and restore the configured catalogs and settings."""
+        """Forget every batch and restore the configured catalogs and settings."""
         with self._lock:
             self._catalogs = {catalog.id: catalog for catalog in self.config.catalogs}
             self._batches.clear()
-            self._batches_by_id.clear()
+            self._history.clear()
+            self._by_id.clear()
             self._serve_batch_history = self.config.serve_batch_history
-            self._signing_key = secrets.token_bytes(32)
+            self._history_accepts_api_tokens = self.config.batch_history_accepts_api_tokens
 
     # Catalogs and models
 
@@ -249,22 +271,39 @@ class EmulatorState:
             for catalog in self.catalogs()
         ]
 
-    # Batches
+    # Batch history settings
 
     @property
     def batch_history_enabled(self) -> bool:
-        """Whether the batch history endpoint is served."""
+        """Whether the batch history endpoint answers; when not, it answers 403."""
         with self._lock:
             return self._serve_batch_history
 
     def set_batch_history_enabled(self, enabled: bool) -> None:
         """
-        Serve the batch history endpoint or answer 404 there.
+        Serve the batch history endpoint, or answer 403 there to everyone.
 
         :param enabled: Serve it when true.
         """
         with self._lock:
             self._serve_batch_history = enabled
+
+    @property
+    def batch_history_accepts_api_tokens(self) -> bool:
+        """Whether batch history accepts raw API tokens besides JWTs."""
+        with self._lock:
+            return self._history_accepts_api_tokens
+
+    def set_batch_history_accepts_api_tokens(self, accepted: bool) -> None:
+        """
+        Let batch history accept raw API tokens besides JWTs, or not (the default, as a real server).
+
+        :param accepted: Accept them when true.
+        """
+        with self._lock:
+            self._history_accepts_api_tokens = accepted
+
+    # Batches
 
     def create_batch(
         self,
@@ -275,7 +314,11 @@ class EmulatorState:
         grace_period_overrides: Mapping[str, Any] | None = None,
     ) -> BatchRecord:
         """
-        Create a batch, as ``POST /v1/aggregates-batch/...`` does.
+        Create an aggregate batch, as ``POST /v1/aggregates-batch/...`` does.
+
+        Unless ``EmulatorConfig.history_includes_other_batches`` is off, batch history also gains a batch of
+        :data:`OTHER_BATCH_TYPE` for the same model, a millisecond newer, in progress while the aggregate
+        batch is queued and half built. It is not returned by :meth:`batches`.
 
         :param catalog_id: Catalog of the model.
         :param model_id: Model to build.
@@ -312,22 +355,51 @@ class EmulatorState:
                 sequence=next(self._sequence),
             )
             self._batches.append(batch)
-            self._batches_by_id[batch.id] = batch
+            self._record(batch)
+            if self.config.history_includes_other_batches:
+                self._record(self._other_batch_beside(batch))
             return batch
 
+    def _other_batch_beside(self, batch: BatchRecord) -> BatchRecord:
+        # It ends while its aggregate batch still runs: a client following it would report that build
+        # finished too early.
+        return dataclasses.replace(
+            batch,
+            id=str(uuid.uuid4()),
+            grace_period_overrides=MappingProxyType({}),
+            created_at=batch.created_at + OTHER_BATCH_DELAY_SECONDS,
+            queue_seconds=0.0,
+            build_seconds=batch.queue_seconds + batch.build_seconds / 2,
+            fail=False,
+            final_status=None,
+            aggregates=(),
+            instance_ids=(),
+            sequence=next(self._sequence),
+            batch_type=OTHER_BATCH_TYPE,
+        )
+
+    def _record(self, batch: BatchRecord) -> None:
+        self._history.append(batch)
+        self._by_id[batch.id] = batch
+
     def batches(self) -> list[BatchRecord]:
-        """Return every batch created so far, oldest first."""
+        """Return every aggregate batch created so far, oldest first (not the other batches of history)."""
         with self._lock:
             return list(self._batches)
 
+    def history_batches(self) -> list[BatchRecord]:
+        """Return every batch batch history holds, of every type, oldest first."""
+        with self._lock:
+            return list(self._history)
+
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         """
-        Return a batch by id, or ``None``.
+        Return a batch of any type by id, or ``None``.
 
         :param batch_id: Batch id.
         """
         with self._lock:
-            return self._batches_by_id.get(batch_id)
+            return self._by_id.get(batch_id)
 
     def batch_status(self, batch_id: str) -> str:
         """
@@ -342,7 +414,12 @@ class EmulatorState:
         return batch.status_at(self.clock.now())
 
     def batch_payload(
-        self, batch: BatchRecord, *, now: float | None = None, history: bool = False
+        self,
+        batch: BatchRecord,
+        *,
+        now: float | None = None,
+        history: bool = False,
+        clock_offset: float = 0.0,
     ) -> dict[str, Any]:
         """
         Render a batch as the API does.
@@ -350,48 +427,61 @@ class EmulatorState:
         :param batch: The batch.
         :param now: Time to compute the status at; ``None`` means the creation response (status ``new``).
         :param history: Add ``startTime`` and ``endTime`` as the batch history endpoint does.
+        :param clock_offset: Seconds AtScale's clock runs ahead of the emulator's; shifts every timestamp.
         """
         status = "new" if now is None else batch.status_at(now)
         payload: dict[str, Any] = {
             "id": batch.id,
             "catalogId": batch.catalog_id,
             "modelId": batch.model_id,
-            "createDate": iso_utc(batch.created_at),
+            "createDate": iso_utc(batch.created_at + clock_offset),
             "status": status,
             "estimateTime": batch.estimate_time,
             "isFullBuild": batch.is_full_build,
-            "batchType": BATCH_TYPE,
+            "batchType": batch.batch_type,
         }
         if history:
             moment = batch.created_at if now is None else now
-            payload["startTime"] = iso_utc(batch.started_at) if moment >= batch.started_at else None
-            payload["endTime"] = iso_utc(batch.finished_at) if moment >= batch.finished_at else None
+            started, finished = moment >= batch.started_at, moment >= batch.finished_at
+            payload["startTime"] = iso_utc(batch.started_at + clock_offset) if started else None
+            payload["endTime"] = iso_utc(batch.finished_at + clock_offset) if finished else None
         return payload
 
     def batch_history(
-        self, *, catalog_id: str | None = None, model_id: str | None = None, page: int = 1, limit: int = 20
+        self,
+        *,
+        catalog_id: str | None = None,
+        model_id: str | None = None,
+        page: int = 1,
+        limit: int = 20,
+        clock_offset: float = 0.0,
     ) -> dict[str, Any]:
         """
-        Return the body of ``GET /wapi/p/aggregate/batch-history``: newest first, filtered, paged.
+        Return the body of ``GET /wapi/p/aggregate/batch-history``: batches of every type, newest first,
+        filtered, paged.
 
         :param catalog_id: Only batches of this catalog, when given.
         :param model_id: Only batches of this model, when given.
         :param page: 1-based page number.
         :param limit: Page size.
+        :param clock_offset: Seconds AtScale's clock runs ahead of the emulator's.
         """
-        _check_paging(page, limit, "limit")
+        if page < 1:
+            raise ApiError(400, f"page must be a positive integer, got {page}")
+        if limit < 1:
+            raise ApiError(400, f"limit must be a positive integer, got {limit}")
         now = self.clock.now()
         with self._lock:
             matching = [
                 batch
-                for batch in reversed(self._batches)
+                for batch in reversed(self._history)
                 if (catalog_id is None or batch.catalog_id == catalog_id)
                 and (model_id is None or batch.model_id == model_id)
             ]
         offset = (page - 1) * limit
         return {
             "data": [
-                self.batch_payload(batch, now=now, history=True)
+                self.batch_payload(batch, now=now, history=True, clock_offset=clock_offset)
                 for batch in matching[offset : offset + limit]
             ],
             "total": len(matching),
@@ -405,175 +495,53 @@ class EmulatorState:
         batch_id: str | None = None,
         catalog_id: str | None = None,
         model_id: str | None = None,
-        page: int = 1,
-        size: int = 20,
+        statuses: Collection[str] | None = None,
+        table_name: str | None = None,
+        definition_id: str | None = None,
+        limit: int | None = None,
+        clock_offset: float = 0.0,
     ) -> dict[str, Any]:
         """
-        Return the body of ``GET /v1/aggregates/instances``: newest batch first, aggregates in build order.
+        Return the body of ``GET /v1/aggregates/instances``: ``{"data": [...]}``, newest batch first,
+        aggregates in build order, at most ``limit`` rows and no total, so a long list is cut short
+        without a sign of it.
 
         :param batch_id: Only instances of this batch, when given.
         :param catalog_id: Only instances of this catalog, when given.
         :param model_id: Only instances of this model, when given.
-        :param page: 1-based page number.
-        :param size: Page size.
+        :param statuses: Only instances in one of these statuses now, when given (the endpoint takes one
+            status, or several separated by commas).
+        :param table_name: Only instances of this aggregate table, when given.
+        :param definition_id: Only instances of this aggregate definition, when given.
+        :param limit: Most rows listed; ``None`` lists them all.
+        :param clock_offset: Seconds AtScale's clock runs ahead of the emulator's.
         """
-        _check_paging(page, size, "size")
         now = self.clock.now()
         with self._lock:
             # Pollers ask by batch id: a dictionary lookup keeps that cheap however many batches exist.
             if batch_id is None:
                 candidates = list(reversed(self._batches))
             else:
-                found = self._batches_by_id.get(batch_id)
+                found = self._by_id.get(batch_id)
                 candidates = [found] if found is not None else []
-            matching = [
-                (batch, index)
-                for batch in candidates
-                if (catalog_id is None or batch.catalog_id == catalog_id)
-                and (model_id is None or batch.model_id == model_id)
-                for index in range(len(batch.aggregates))
-            ]
-        offset = (page - 1) * size
-        return {
-            "data": [
-                _instance_payload(batch, index, now) for batch, index in matching[offset : offset + size]
-            ],
-            "total": len(matching),
-            "size": size,
-            "page": page,
-        }
-
-    # Authentication
-
-    def is_api_token(self, token: str | None) -> bool:
-        """
-        Tell whether a token is one of the configured API tokens.
-
-        :param token: Bearer token sent by a client.
-        """
-        if not token:
-            return False
-        return any(hmac.compare_digest(token, known) for known in self.config.api_tokens)
-
-    def is_authorized(self, token: str | None) -> bool:
-        """
-        Tell whether a bearer token grants access: an API token or an unexpired issued access token.
-
-        :param token: Bearer token sent by a client.
-        """
-        if self.is_api_token(token):
-            return True
-        claims = self._decode(token, _ACCESS)
-        return claims is not None
-
-    def issue_access_token(self, subject: str, ttl_seconds: float) -> str:
-        """
-        Issue an access token (a HS256 JWT with an ``exp`` claim) valid for ``ttl_seconds``.
-
-        :param subject: Who the token is for.
-        :param ttl_seconds: Lifetime in seconds.
-        """
-        return self._encode(subject, _ACCESS, ttl_seconds)
-
-    def exchange_api_token(self, token: str | None, ttl_seconds: float) -> dict[str, str]:
-        """
-        Return the body of ``POST /v1/token``: a short-lived access token for an API token.
-
-        :param token: Bearer token sent by the client; must be an API token.
-        :param ttl_seconds: Lifetime of the access token.
-        :raises ApiError: 401 when the token is not an API token.
-        """
-        if not self.is_api_token(token):
-            raise ApiError(401, "A valid API token is required to request an access token")
-        return {"accessToken": self.issue_access_token("api-token", ttl_seconds)}
-
-    def token_grant(self, form: Mapping[str, str], ttl_seconds: float) -> dict[str, Any]:
-        """
-        Answer the identity broker token endpoint for the ``password`` and ``refresh_token`` grants.
-
-        :param form: Form fields of the request.
-        :param ttl_seconds: Lifetime of the access token.
-        :raises OAuthError: For a missing field, an unknown client or grant, or invalid credentials.
-        """
-        grant_type = form.get("grant_type")
-        if not grant_type:
-            raise OAuthError(400, "invalid_request", "Missing form parameter: grant_type")
-        self._check_client(form)
-        if grant_type == "password":
-            subject = self._check_password(form)
-        elif grant_type == "refresh_token":
-            subject = self._check_refresh_token(form)
-        else:
-            raise OAuthError(400, "unsupported_grant_type", f"Unsupported grant_type '{grant_type}'")
-        refresh_ttl = self.config.refresh_token_ttl_seconds
-        return {
-            "access_token": self._encode(subject, _ACCESS, ttl_seconds),
-            "expires_in": int(ttl_seconds),
-            "refresh_token": self._encode(subject, _REFRESH, refresh_ttl),
-            "refresh_expires_in": int(refresh_ttl),
-            "token_type": "Bearer",
-        }
-
-    def _check_client(self, form: Mapping[str, str]) -> None:
-        client_id = form.get("client_id")
-        if not client_id:
-            raise OAuthError(400, "invalid_request", "Missing parameter: client_id")
-        secret = self.config.client_secret
-        if client_id != self.config.client_id or (
-            secret is not None and not hmac.compare_digest(form.get("client_secret", ""), secret)
-        ):
-            raise OAuthError(401, "invalid_client", "Invalid client or Invalid client credentials")
-
-    def _check_password(self, form: Mapping[str, str]) -> str:
-        username, password = form.get("username"), form.get("password")
-        if not username or password is None:
-            raise OAuthError(400, "invalid_request", "Missing parameter: username or password")
-        for user in self.config.users:
-            if user.username == username and hmac.compare_digest(user.password, password):
-                return username
-        raise OAuthError(401, "invalid_grant", "Invalid user credentials")
-
-    def _check_refresh_token(self, form: Mapping[str, str]) -> str:
-        token = form.get("refresh_token")
-        if not token:
-            raise OAuthError(400, "invalid_request", "Missing parameter: refresh_token")
-        claims = self._decode(token, _REFRESH)
-        if claims is None:
-            raise OAuthError(400, "invalid_grant", "Invalid refresh token or token is not active")
-        return str(claims["sub"])
-
-    def _encode(self, subject: str, token_type: str, ttl_seconds: float) -> str:
-        now = self.clock.now()
-        claims = {
-            "iss": TOKEN_ISSUER,
-            "sub": subject,
-            "iat": int(now),
-            # Rounded down so a token never outlives its configured lifetime.
-            "exp": int(now + ttl_seconds),
-            "jti": str(uuid.uuid4()),
-            "typ": token_type,
-            "azp": self.config.client_id,
-        }
-        return jwt.encode(claims, self._signing_key, algorithm=_JWT_ALGORITHM)
-
-    def _decode(self, token: str | None, token_type: str) -> dict[str, Any] | None:
-        if not token:
-            return None
-        try:
-            # Expiry is checked against the emulator's clock below, not the wall clock pyjwt would use.
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._signing_key,
-                algorithms=[_JWT_ALGORITHM],
-                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
-            )
-        except jwt.PyJWTError:
-            return None
-        if claims.get("typ") != token_type or not isinstance(claims.get("exp"), int):
-            return None
-        if self.clock.now() >= claims["exp"]:
-            return None
-        return claims
+        rows: list[dict[str, Any]] = []
+        for batch in candidates:
+            if (catalog_id is not None and batch.catalog_id != catalog_id) or (
+                model_id is not None and batch.model_id != model_id
+            ):
+                continue
+            for index, aggregate in enumerate(batch.aggregates):
+                if (table_name is not None and aggregate.table_name != table_name) or (
+                    definition_id is not None and aggregate.id != definition_id
+                ):
+                    continue
+                status = batch.aggregate_status_at(index, now)
+                if statuses is not None and status not in statuses:
+                    continue
+                rows.append(_instance_payload(batch, index, status, clock_offset))
+                if len(rows) == limit:
+                    return {"data": rows}
+        return {"data": rows}
 
 
 def validate_grace_period_overrides(overrides: Any, *, is_full_build: bool) -> dict[str, int]:
@@ -620,34 +588,21 @@ def json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _check_paging(page: int, size: int, size_name: str) -> None:
-    if page < 1:
-        raise ApiError(400, f"page must be a positive integer, got {page}")
-    if size < 1:
-        raise ApiError(400, f"{size_name} must be a positive integer, got {size}")
-
-
-def _instance_payload(batch: BatchRecord, index: int, now: float) -> dict[str, Any]:
+def _instance_payload(batch: BatchRecord, index: int, status: str, clock_offset: float) -> dict[str, Any]:
     aggregate = batch.aggregates[index]
     start, end = batch.aggregate_window(index)
-    started, finished = now >= start, now >= end
-    failure = batch.failure_message(index) if finished else None
-    if not started:
-        status = INSTANCE_PENDING
-    elif not finished:
-        status = INSTANCE_BUILDING
-    else:
-        status = INSTANCE_INVALID if failure else INSTANCE_ACTIVE
+    started = status != INSTANCE_PENDING
+    finished = status in (INSTANCE_ACTIVE, INSTANCE_INVALID)
     return {
         "id": batch.instance_ids[index],
         "status": status,
-        "message": failure,
+        "message": batch.failure_message(index) if finished else None,
         "tableName": aggregate.table_name,
         "tableSchema": batch.table_schema,
         "batchId": batch.id,
         "stats": {
-            "materializationStartTime": iso_utc(start) if started else None,
-            "materializationEndTime": iso_utc(end) if finished else None,
+            "materializationStartTime": iso_utc(start + clock_offset) if started else None,
+            "materializationEndTime": iso_utc(end + clock_offset) if finished else None,
             "buildDuration": round((end - start) * 1000) if finished else None,
             "numberOfRows": aggregate.number_of_rows if status == INSTANCE_ACTIVE else None,
         },

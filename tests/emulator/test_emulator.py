@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import fcntl
+import math
 import os
 import queue
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +29,18 @@ from airflow_provider_atscale.emulator import (
     DEFAULT_CATALOG_ID,
     DEFAULT_CLIENT_ID,
     DEFAULT_MODEL_ID,
+    DEFAULT_MODELER_CLIENT_SECRET,
     DEFAULT_PASSWORD,
+    DEFAULT_PUBLIC_API_CLIENT_SECRET,
     DEFAULT_USERNAME,
     DEMO_TOKEN,
     FAILING_MODEL_ID,
+    MODELER_CLIENT_ID,
+    OTHER_BATCH_TYPE,
+    PUBLIC_API_CLIENT_ID,
     SECOND_MODEL_ID,
+    WIDE_MODEL_ID,
+    ClientConfig,
     EmulatorConfig,
     EmulatorServer,
     EmulatorState,
@@ -37,8 +49,10 @@ from airflow_provider_atscale.emulator import (
     ManualClock,
     RequestLog,
     create_app,
+    default_clients,
     run_emulator,
 )
+from airflow_provider_atscale.emulator.__main__ import build_parser, config_from_args
 
 QUEUE_SECONDS = 10.0
 BUILD_SECONDS = 30.0
@@ -47,6 +61,18 @@ INSTANCES_PATH = "/v1/aggregates/instances"
 OIDC_PATH = "/auth/realms/atscale/protocol/openid-connect/token"
 ISO_MILLIS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+NEST_CAUSES = {
+    400: "BadRequestException",
+    401: "UnauthorizedException",
+    403: "ForbiddenException",
+    404: "NotFoundException",
+    405: "MethodNotAllowedException",
+    429: "ThrottlerException",
+    500: "InternalServerErrorException",
+    503: "ServiceUnavailableException",
+}
+WIDE_MODEL_AGGREGATES = 14
+ROW_LIMIT = 10
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +97,17 @@ def clock(emu: EmulatorServer) -> ManualClock:
 
 @pytest.fixture
 def session(emu: EmulatorServer) -> Iterator[requests.Session]:
+    """A client sending the raw API token, as the public API takes it."""
     with requests.Session() as client:
         client.headers["Authorization"] = f"Bearer {emu.token}"
+        yield client
+
+
+@pytest.fixture
+def jwt_session(emu: EmulatorServer) -> Iterator[requests.Session]:
+    """A client sending an access token (JWT) issued without a request, so the request log stays clean."""
+    with requests.Session() as client:
+        client.headers["Authorization"] = f"Bearer {emu.tokens.issue_access_token('tester', 86400)}"
         yield client
 
 
@@ -99,6 +134,17 @@ def history(session: requests.Session, emu: EmulatorServer, **params: Any) -> re
     return session.get(f"{emu.url}{HISTORY_PATH}", params=params, timeout=10)
 
 
+def history_entry(session: requests.Session, emu: EmulatorServer, batch_id: str) -> dict[str, Any]:
+    response = history(session, emu)
+    assert response.status_code == 200, response.text
+    (entry,) = [entry for entry in response.json()["data"] if entry["id"] == batch_id]
+    return dict(entry)
+
+
+def aggregate_entries(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [entry for entry in body["data"] if entry["batchType"] == "aggregate_batch"]
+
+
 def instances(
     session: requests.Session, emu: EmulatorServer, path: str = INSTANCES_PATH, **params: Any
 ) -> Any:
@@ -107,12 +153,30 @@ def instances(
     return response.json()
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def parse_iso(value: str) -> float:
+    # strptime rather than fromisoformat: Python 3.10 refuses the trailing Z.
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
 def assert_error(response: requests.Response | httpx.Response, code: int, *fragments: str) -> None:
+    """The response is an error of the public API, in NestJS's shape, naming every fragment."""
     assert response.status_code == code, response.text
     body = response.json()
-    assert body == {"success": False, "error": {"code": code, "message": body["error"]["message"]}}
+    assert body == {"statusCode": code, "message": body["message"], "error": {"cause": NEST_CAUSES[code]}}
     for fragment in fragments:
-        assert fragment in body["error"]["message"]
+        assert fragment in body["message"]
+
+
+def assert_design_center_error(response: requests.Response, code: int, reason: str, *fragments: str) -> None:
+    assert response.status_code == code, response.text
+    body = response.json()
+    assert body == {"status": code, "error": reason, "message": body["message"], "path": HISTORY_PATH}
+    for fragment in fragments:
+        assert fragment in body["message"]
 
 
 # Server lifecycle
@@ -136,9 +200,7 @@ def test_two_emulators_run_side_by_side_on_different_ports() -> None:
     with run_emulator() as first, run_emulator() as second:
         assert first.port != second.port
         for server in (first, second):
-            response = requests.get(
-                f"{server.url}/v1/catalogs", headers={"Authorization": f"Bearer {DEMO_TOKEN}"}
-            )
+            response = requests.get(f"{server.url}/v1/catalogs", headers=bearer(DEMO_TOKEN), timeout=10)
             assert response.status_code == 200
 
 
@@ -181,6 +243,10 @@ def test_trigger_without_body_is_accepted(emu: EmulatorServer, session: requests
 
     assert response.status_code == 201
     assert response.json()["batch"]["isFullBuild"] is False
+
+
+def test_trigger_accepts_an_access_token_too(emu: EmulatorServer, jwt_session: requests.Session) -> None:
+    assert trigger(jwt_session, emu).status_code == 201
 
 
 def test_incremental_build_keeps_grace_period_overrides(
@@ -259,30 +325,71 @@ def test_unknown_catalog_or_model_is_404_naming_them(
     assert_error(response, 404, *fragments)
 
 
-def test_unknown_path_answers_404_with_the_same_error_shape(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    assert_error(session.get(f"{emu.url}/v1/no-such-thing", timeout=10), 404, "/v1/no-such-thing")
+# Error shapes
 
 
-def test_wrong_method_answers_405_with_the_same_error_shape(
+def test_unknown_v1_path_answers_404_in_the_nest_shape(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
+    assert_error(session.get(f"{emu.url}/v1/no-such-thing", timeout=10), 404, "GET /v1/no-such-thing")
+
+
+def test_wrong_method_answers_405_in_the_nest_shape(emu: EmulatorServer, session: requests.Session) -> None:
     assert_error(session.delete(f"{emu.url}/v1/catalogs", timeout=10), 405, "DELETE")
+
+
+@pytest.mark.parametrize(
+    ("faults", "code"),
+    [
+        (FaultConfig(rate_503=1.0), 503),
+        (FaultConfig(rate_429=1.0), 429),
+        (FaultConfig(rate_500=1.0), 500),
+    ],
+)
+def test_injected_faults_on_v1_paths_answer_in_the_nest_shape(
+    emu: EmulatorServer, session: requests.Session, faults: FaultConfig, code: int
+) -> None:
+    emu.set_faults(faults)
+
+    assert_error(session.get(f"{emu.url}/v1/catalogs", timeout=10), code)
+
+
+def test_design_center_errors_have_a_shape_of_their_own(
+    emu: EmulatorServer, session: requests.Session
+) -> None:
+    assert_design_center_error(history(session, emu), 401, "Unauthorized", "API token")
+
+
+def test_injected_fault_on_batch_history_answers_in_the_design_center_shape(
+    emu: EmulatorServer, jwt_session: requests.Session
+) -> None:
+    emu.set_faults(FaultConfig(rate_503=1.0))
+
+    assert_design_center_error(history(jwt_session, emu), 503, "Service Unavailable")
+
+
+def test_injected_fault_on_the_token_endpoint_answers_oauth_style(emu: EmulatorServer) -> None:
+    emu.set_faults(FaultConfig(rate_503=1.0))
+
+    response = password_grant(emu)
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": response.json()["error_description"],
+    }
 
 
 # Batch lifecycle
 
 
 def test_batch_goes_new_inprogress_done_as_the_clock_advances(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
 ) -> None:
     batch_id = trigger(session, emu).json()["batch"]["id"]
 
     def current() -> dict[str, Any]:
-        (entry,) = history(session, emu, modelId=DEFAULT_MODEL_ID).json()["data"]
-        assert entry["id"] == batch_id
-        return dict(entry)
+        return history_entry(jwt_session, emu, batch_id)
 
     assert (current()["status"], current()["startTime"], current()["endTime"]) == ("new", None, None)
     clock.advance(QUEUE_SECONDS)
@@ -332,17 +439,15 @@ def test_instances_follow_the_batch_from_pending_to_active(
     assert first["message"] is None
     assert first["stats"]["buildDuration"] == 10_000
     assert first["stats"]["numberOfRows"] > 0
-    assert ISO_MILLIS_UTC.match(first["stats"]["materializationStartTime"])
-    assert ISO_MILLIS_UTC.match(first["stats"]["materializationEndTime"])
 
 
 def test_failing_model_ends_failed_with_per_aggregate_messages(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
 ) -> None:
     batch_id = trigger(session, emu, FAILING_MODEL_ID).json()["batch"]["id"]
     clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
 
-    assert history(session, emu, modelId=FAILING_MODEL_ID).json()["data"][0]["status"] == "failed"
+    assert history_entry(jwt_session, emu, batch_id)["status"] == "failed"
     data = instances(session, emu, batchId=batch_id)["data"]
     assert [item["status"] for item in data] == ["active", "invalid", "invalid"]
     assert data[0]["message"] is None
@@ -367,11 +472,103 @@ def test_configure_model_changes_new_batches_only(
     assert "could not be built" in instances(session, emu, batchId=after)["data"][0]["message"]
 
 
-# Batch history
+# Batch history: who may read it
+
+
+def test_history_refuses_a_raw_api_token_with_401(emu: EmulatorServer, session: requests.Session) -> None:
+    response = history(session, emu)
+
+    assert_design_center_error(response, 401, "Unauthorized", "needs a JWT", "POST /v1/token")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_history_accepts_the_access_token_of_the_token_exchange(
+    emu: EmulatorServer, session: requests.Session
+) -> None:
+    access_token = session.post(f"{emu.url}/v1/token", json={}, timeout=10).json()["accessToken"]
+
+    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(access_token), timeout=10)
+
+    assert response.status_code == 200, response.text
+
+
+def test_history_accepts_access_tokens_of_the_password_and_refresh_grants(emu: EmulatorServer) -> None:
+    tokens = password_grant(emu).json()
+    refreshed = refresh_grant(emu, tokens["refresh_token"]).json()
+
+    for access_token in (tokens["access_token"], refreshed["access_token"]):
+        response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(access_token), timeout=10)
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "kind", ["expired", "garbage", "refresh token", "signed by another emulator", "none"]
+)
+def test_history_refuses_a_token_that_is_not_a_valid_jwt_with_401(
+    emu: EmulatorServer, clock: ManualClock, kind: str
+) -> None:
+    if kind == "expired":
+        token: str | None = emu.tokens.issue_access_token("tester", 60)
+        clock.advance(60)
+    elif kind == "garbage":
+        token = "eyJhbGciOiJIUzI1NiJ9.not-a.jwt"
+    elif kind == "refresh token":
+        token = password_grant(emu).json()["refresh_token"]
+    elif kind == "signed by another emulator":
+        token = EmulatorServer().tokens.issue_access_token("tester", 3600)
+    else:
+        token = None
+
+    headers = bearer(token) if token is not None else {}
+    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=headers, timeout=10)
+
+    assert_design_center_error(response, 401, "Unauthorized")
+
+
+@pytest.mark.parametrize("who", ["nobody", "api token", "jwt"])
+def test_history_turned_off_answers_403_to_everyone(who: str) -> None:
+    with run_emulator(EmulatorConfig(serve_batch_history=False)) as server:
+        headers = {
+            "nobody": {},
+            "api token": bearer(server.token),
+            "jwt": bearer(server.tokens.issue_access_token("tester", 3600)),
+        }[who]
+
+        response = requests.get(f"{server.url}{HISTORY_PATH}", headers=headers, timeout=10)
+
+        assert_design_center_error(response, 403, "Forbidden", "turned off")
+
+
+def test_history_can_be_turned_off_and_on_while_running(
+    emu: EmulatorServer, jwt_session: requests.Session
+) -> None:
+    emu.set_batch_history_enabled(False)
+    assert history(jwt_session, emu).status_code == 403
+
+    emu.set_batch_history_enabled(True)
+    assert history(jwt_session, emu).status_code == 200
+
+
+def test_history_accepts_raw_api_tokens_when_configured_to() -> None:
+    with run_emulator(EmulatorConfig(batch_history_accepts_api_tokens=True)) as lenient:
+        response = requests.get(f"{lenient.url}{HISTORY_PATH}", headers=bearer(lenient.token), timeout=10)
+
+        assert response.status_code == 200, response.text
+
+
+def test_history_accepts_raw_api_tokens_when_told_to_while_running(
+    emu: EmulatorServer, session: requests.Session
+) -> None:
+    emu.set_batch_history_accepts_api_tokens(True)
+
+    assert history(session, emu).status_code == 200
+
+
+# Batch history: what it holds
 
 
 def test_history_is_newest_first_filtered_and_paged(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
 ) -> None:
     ids = []
     for model_id in (DEFAULT_MODEL_ID, SECOND_MODEL_ID, DEFAULT_MODEL_ID, DEFAULT_MODEL_ID, SECOND_MODEL_ID):
@@ -379,63 +576,182 @@ def test_history_is_newest_first_filtered_and_paged(
         clock.advance(1)
     default_ids = [batch_id for model_id, batch_id in reversed(ids) if model_id == DEFAULT_MODEL_ID]
 
-    everything = history(session, emu).json()
-    assert [entry["id"] for entry in everything["data"]] == [batch_id for _, batch_id in reversed(ids)]
-    assert everything["total"] == 5
-    page_1 = history(
-        session, emu, catalogId=DEFAULT_CATALOG_ID, modelId=DEFAULT_MODEL_ID, page=1, limit=2
-    ).json()
-    page_2 = history(
-        session, emu, catalogId=DEFAULT_CATALOG_ID, modelId=DEFAULT_MODEL_ID, page=2, limit=2
-    ).json()
-    assert [entry["id"] for entry in page_1["data"] + page_2["data"]] == default_ids
-    assert (page_1["total"], page_1["limit"], page_1["offset"]) == (3, 2, 0)
-    assert (page_2["total"], page_2["limit"], page_2["offset"]) == (3, 2, 2)
-    assert history(session, emu, catalogId="other").json()["data"] == []
+    everything = history(jwt_session, emu).json()
+    assert [entry["id"] for entry in aggregate_entries(everything)] == [
+        batch_id for _, batch_id in reversed(ids)
+    ]
+    # Each build brings a batch of another type along.
+    assert everything["total"] == 10
+    pages = [
+        history(
+            jwt_session, emu, catalogId=DEFAULT_CATALOG_ID, modelId=DEFAULT_MODEL_ID, page=page, limit=4
+        ).json()
+        for page in (1, 2)
+    ]
+    assert [entry["id"] for page in pages for entry in aggregate_entries(page)] == default_ids
+    assert [(page["total"], page["limit"], page["offset"]) for page in pages] == [(6, 4, 0), (6, 4, 4)]
+    assert history(jwt_session, emu, catalogId="other").json()["data"] == []
 
 
 @pytest.mark.parametrize(("name", "value"), [("page", "0"), ("limit", "-1"), ("limit", "abc")])
 def test_history_rejects_bad_paging(
-    emu: EmulatorServer, session: requests.Session, name: str, value: str
+    emu: EmulatorServer, jwt_session: requests.Session, name: str, value: str
 ) -> None:
-    assert_error(history(session, emu, **{name: value}), 400, name)
+    assert_design_center_error(history(jwt_session, emu, **{name: value}), 400, "Bad Request", name)
 
 
-def test_disabled_history_answers_404_like_an_unknown_path() -> None:
-    with run_emulator(EmulatorConfig(serve_batch_history=False)) as server:
-        response = requests.get(
-            f"{server.url}{HISTORY_PATH}", headers={"Authorization": f"Bearer {server.token}"}, timeout=10
-        )
-        assert_error(response, 404, HISTORY_PATH)
-        server.set_batch_history_enabled(True)
-        response = requests.get(
-            f"{server.url}{HISTORY_PATH}", headers={"Authorization": f"Bearer {server.token}"}, timeout=10
-        )
-        assert response.status_code == 200
+def test_history_shows_a_newer_running_batch_of_another_type_beside_each_build(
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
+) -> None:
+    created = trigger(session, emu, full="false").json()["batch"]
+    clock.advance(1)
+
+    newest, build = history(jwt_session, emu, modelId=DEFAULT_MODEL_ID).json()["data"]
+
+    assert build["id"] == created["id"]
+    assert newest["batchType"] == OTHER_BATCH_TYPE != "aggregate_batch"
+    assert newest["id"] != created["id"]
+    assert (newest["catalogId"], newest["modelId"], newest["isFullBuild"]) == (
+        DEFAULT_CATALOG_ID,
+        DEFAULT_MODEL_ID,
+        False,
+    )
+    assert parse_iso(newest["createDate"]) - parse_iso(build["createDate"]) == pytest.approx(0.001, abs=1e-4)
+    assert newest["status"] == "inprogress"
 
 
-# Instances and catalogs
+def test_other_batch_finishes_while_the_build_still_runs(
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
+) -> None:
+    batch_id = trigger(session, emu).json()["batch"]["id"]
+    clock.advance(QUEUE_SECONDS + BUILD_SECONDS / 2 + 1)
+
+    newest, build = history(jwt_session, emu).json()["data"]
+
+    assert (newest["batchType"], newest["status"]) == (OTHER_BATCH_TYPE, "done")
+    assert (build["id"], build["status"]) == (batch_id, "inprogress")
 
 
-def test_instances_are_served_on_both_documented_paths(
+def test_other_batches_are_neither_created_batches_nor_requests_nor_instances(
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session
+) -> None:
+    batch_id = trigger(session, emu).json()["batch"]["id"]
+    other_id = history(jwt_session, emu).json()["data"][0]["id"]
+
+    assert [batch.id for batch in emu.batches_created()] == [batch_id]
+    assert [batch.id for batch in emu.state.batches()] == [batch_id]
+    assert emu.count_requests("POST") == 1
+    assert instances(session, emu, batchId=other_id)["data"] == []
+    assert emu.batch_status(other_id) == "new"
+
+
+def test_other_batches_in_history_can_be_turned_off() -> None:
+    with run_emulator(EmulatorConfig(history_includes_other_batches=False)) as server:
+        token = server.tokens.issue_access_token("tester", 3600)
+        server.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=True)
+
+        body = requests.get(f"{server.url}{HISTORY_PATH}", headers=bearer(token), timeout=10).json()
+
+        assert [entry["batchType"] for entry in body["data"]] == ["aggregate_batch"]
+
+
+# Aggregate instances
+
+
+def test_instances_are_served_on_both_documented_paths_as_data_only(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
     batch_id = trigger(session, emu).json()["batch"]["id"]
 
     public = instances(session, emu, "/v1/public/aggregates/instances", batchId=batch_id)
     plain = instances(session, emu, INSTANCES_PATH, batchId=batch_id)
+
     assert public == plain
-    assert (plain["total"], plain["size"], plain["page"]) == (3, 20, 1)
+    assert set(plain) == {"data"}
+    assert len(plain["data"]) == 3
 
 
-def test_instances_filter_by_model_and_page(emu: EmulatorServer, session: requests.Session) -> None:
+def test_instances_ignore_page_and_size(emu: EmulatorServer, session: requests.Session) -> None:
     trigger(session, emu, DEFAULT_MODEL_ID)
-    second = trigger(session, emu, SECOND_MODEL_ID).json()["batch"]["id"]
+    trigger(session, emu, SECOND_MODEL_ID)
 
-    body = instances(session, emu, modelId=SECOND_MODEL_ID, page=2, size=2)
-    assert (body["total"], body["size"], body["page"]) == (3, 2, 2)
-    assert [item["batchId"] for item in body["data"]] == [second]
-    assert body["data"][0]["tableName"] == "as_agg_reseller_sales_by_employee"
+    unpaged = instances(session, emu)
+    assert instances(session, emu, page=2, size=2) == unpaged
+    assert instances(session, emu, page="x", size="-1") == unpaged
+    assert len(unpaged["data"]) == 6
+
+
+def test_one_answer_lists_ten_instances_of_a_wide_batch_and_no_total(
+    emu: EmulatorServer, session: requests.Session
+) -> None:
+    batch_id = trigger(session, emu, WIDE_MODEL_ID).json()["batch"]["id"]
+    (batch,) = emu.batches_created()
+    assert len(batch.aggregates) == WIDE_MODEL_AGGREGATES
+
+    body = instances(session, emu, batchId=batch_id, size=100)
+
+    assert set(body) == {"data"}
+    assert [item["tableName"] for item in body["data"]] == [
+        aggregate.table_name for aggregate in batch.aggregates[:ROW_LIMIT]
+    ]
+
+
+def test_status_filter_finds_the_unfinished_instances_a_cut_list_hides(
+    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+) -> None:
+    batch_id = trigger(session, emu, WIDE_MODEL_ID).json()["batch"]["id"]
+    step = BUILD_SECONDS / WIDE_MODEL_AGGREGATES
+    # Ten aggregates built, the eleventh building, three waiting.
+    clock.advance(QUEUE_SECONDS + ROW_LIMIT * step + step / 2)
+
+    listed = instances(session, emu, batchId=batch_id)["data"]
+    assert {item["status"] for item in listed} == {"active"}
+    pending = instances(session, emu, batchId=batch_id, status="pending")["data"]
+    assert [item["tableName"] for item in pending] == [
+        "as_agg_sales_detail_by_currency",
+        "as_agg_sales_detail_by_sales_territory",
+        "as_agg_sales_detail_by_ship_date",
+    ]
+    unfinished = instances(session, emu, batchId=batch_id, status="pending,inprogress")["data"]
+    assert [item["status"] for item in unfinished] == ["inprogress", "pending", "pending", "pending"]
+    assert instances(session, emu, batchId=batch_id, status="invalid")["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"modelId": SECOND_MODEL_ID}, ["reseller"] * 3),
+        ({"catalogId": DEFAULT_CATALOG_ID, "modelId": DEFAULT_MODEL_ID}, ["internet"] * 3),
+        ({"tableName": "as_agg_reseller_sales_by_month"}, ["reseller"]),
+        ({"catalogId": "no-such-catalog"}, []),
+    ],
+)
+def test_instances_filter_by_catalog_model_and_table(
+    emu: EmulatorServer, session: requests.Session, params: dict[str, str], expected: list[str]
+) -> None:
+    trigger(session, emu, DEFAULT_MODEL_ID)
+    trigger(session, emu, SECOND_MODEL_ID)
+
+    data = instances(session, emu, **params)["data"]
+
+    assert [item["tableName"].split("_")[2] for item in data] == expected
+
+
+def test_instances_list_every_row_when_the_limit_is_none() -> None:
+    with run_emulator(EmulatorConfig(instances_row_limit=None)) as server:
+        batch = server.state.create_batch(DEFAULT_CATALOG_ID, WIDE_MODEL_ID, is_full_build=True)
+
+        response = requests.get(
+            f"{server.url}{INSTANCES_PATH}",
+            params={"batchId": batch.id},
+            headers=bearer(server.token),
+            timeout=10,
+        )
+
+        assert len(response.json()["data"]) == WIDE_MODEL_AGGREGATES
+
+
+# Catalogs
 
 
 def test_catalogs_list_models(emu: EmulatorServer, session: requests.Session) -> None:
@@ -449,7 +765,106 @@ def test_catalogs_list_models(emu: EmulatorServer, session: requests.Session) ->
         DEFAULT_MODEL_ID,
         FAILING_MODEL_ID,
         SECOND_MODEL_ID,
+        WIDE_MODEL_ID,
     ]
+
+
+# Timestamps and AtScale's clock
+
+
+def test_every_timestamp_is_iso_utc_with_milliseconds(
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
+) -> None:
+    # A quarter past a whole second: milliseconds must be kept, not rounded away.
+    clock.set(math.floor(clock.now()) + 1.25)
+    created = trigger(session, emu).json()["batch"]
+    clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
+    entry = history_entry(jwt_session, emu, created["id"])
+    stats = [item["stats"] for item in instances(session, emu, batchId=created["id"])["data"]]
+
+    written = [
+        created["createDate"],
+        entry["createDate"],
+        entry["startTime"],
+        entry["endTime"],
+        *(stat[name] for stat in stats for name in ("materializationStartTime", "materializationEndTime")),
+    ]
+
+    assert all(ISO_MILLIS_UTC.match(value) for value in written), written
+    assert created["createDate"].endswith(".250Z")
+
+
+def test_clock_offset_shifts_every_timestamp_written(
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
+) -> None:
+    offset = 3600.5
+    emu.set_faults(FaultConfig(clock_offset_seconds=offset))
+    created_at = clock.now()
+    response = trigger(session, emu)
+    batch_id = response.json()["batch"]["id"]
+    exchanged = session.post(f"{emu.url}/v1/token", json={}, timeout=10).json()["accessToken"]
+    clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
+    entry = history_entry(jwt_session, emu, batch_id)
+    first = instances(session, emu, batchId=batch_id)["data"][0]["stats"]
+
+    assert parse_iso(response.json()["batch"]["createDate"]) == pytest.approx(created_at + offset)
+    assert parse_iso(entry["createDate"]) == pytest.approx(created_at + offset)
+    assert parse_iso(entry["startTime"]) == pytest.approx(created_at + QUEUE_SECONDS + offset)
+    assert parse_iso(entry["endTime"]) == pytest.approx(created_at + QUEUE_SECONDS + BUILD_SECONDS + offset)
+    assert parse_iso(first["materializationStartTime"]) == pytest.approx(created_at + QUEUE_SECONDS + offset)
+    claims = jwt.decode(exchanged, options={"verify_signature": False})
+    assert claims["iat"] == int(created_at + offset)
+    assert claims["exp"] == int(created_at + offset + 300)
+    date_header = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
+    assert abs(date_header - (time.time() + offset)) < 5
+
+
+def test_batches_progress_on_the_emulators_clock_whatever_the_offset(
+    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+) -> None:
+    emu.set_faults(FaultConfig(clock_offset_seconds=-7200))
+    batch_id = trigger(session, emu).json()["batch"]["id"]
+
+    clock.advance(QUEUE_SECONDS - 0.001)
+    assert emu.batch_status(batch_id) == "new"
+    clock.advance(0.001)
+    assert emu.batch_status(batch_id) == "inprogress"
+
+
+@pytest.mark.parametrize("offset", [-600.0, 600.0])
+def test_access_tokens_live_their_lifetime_whatever_the_offset(
+    emu: EmulatorServer, clock: ManualClock, offset: float
+) -> None:
+    emu.set_faults(FaultConfig(clock_offset_seconds=offset))
+    access_token = requests.post(
+        f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10
+    ).json()["accessToken"]
+
+    clock.advance(299)
+    assert requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10).status_code == 200
+    clock.advance(1)
+    assert requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10).status_code == 401
+
+
+def test_retry_after_date_follows_the_clock_offset(emu: EmulatorServer, session: requests.Session) -> None:
+    emu.set_faults(
+        FaultConfig(rate_429=1.0, retry_after=7, retry_after_http_date=True, clock_offset_seconds=-900)
+    )
+
+    response = session.get(f"{emu.url}/v1/catalogs", timeout=10)
+
+    announced = email.utils.parsedate_to_datetime(response.headers["Retry-After"]).timestamp()
+    dated = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
+    assert announced - dated == pytest.approx(7, abs=1)
+    assert abs(announced - (time.time() - 900 + 7)) < 5
+
+
+def test_clock_offset_can_be_set_over_http(emu: EmulatorServer, session: requests.Session) -> None:
+    response = requests.put(f"{emu.url}/_emulator/faults", json={"clock_offset_seconds": -30}, timeout=10)
+    assert response.status_code == 200
+
+    created = trigger(session, emu).json()["batch"]
+    assert parse_iso(created["createDate"]) == pytest.approx(emu.clock.now() - 30)
 
 
 # Authentication
@@ -458,14 +873,12 @@ def test_catalogs_list_models(emu: EmulatorServer, session: requests.Session) ->
 def test_exchanged_token_is_a_jwt_that_works_until_it_expires(
     emu: EmulatorServer, clock: ManualClock
 ) -> None:
-    response = requests.post(
-        f"{emu.url}/v1/token", json={}, headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=10
-    )
+    response = requests.post(f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10)
     assert response.status_code == 200
     access_token = response.json()["accessToken"]
     claims = jwt.decode(access_token, options={"verify_signature": False})
     assert claims["exp"] == int(clock.now() + 300)
-    headers = {"Authorization": f"Bearer {access_token}"}
+    headers = bearer(access_token)
 
     assert requests.get(f"{emu.url}/v1/catalogs", headers=headers, timeout=10).status_code == 200
     clock.advance(299)
@@ -477,20 +890,17 @@ def test_exchanged_token_is_a_jwt_that_works_until_it_expires(
 def test_token_lifetime_follows_the_fault_configuration(emu: EmulatorServer, clock: ManualClock) -> None:
     emu.set_faults(FaultConfig(token_ttl_seconds=5))
     access_token = requests.post(
-        f"{emu.url}/v1/token", json={}, headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=10
+        f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10
     ).json()["accessToken"]
     clock.advance(5)
 
-    response = requests.get(f"{emu.url}/v1/catalogs", headers={"Authorization": f"Bearer {access_token}"})
-    assert_error(response, 401)
+    assert_error(requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10), 401)
 
 
 def test_token_exchange_requires_an_api_token(emu: EmulatorServer) -> None:
-    access_token = emu.state.issue_access_token("someone", 60)
+    access_token = emu.tokens.issue_access_token("someone", 60)
 
-    response = requests.post(
-        f"{emu.url}/v1/token", json={}, headers={"Authorization": f"Bearer {access_token}"}
-    )
+    response = requests.post(f"{emu.url}/v1/token", json={}, headers=bearer(access_token), timeout=10)
     assert_error(response, 401, "API token")
 
 
@@ -506,36 +916,34 @@ def password_grant(emu: EmulatorServer, **overrides: str) -> requests.Response:
     return requests.post(f"{emu.url}{OIDC_PATH}", data=form, timeout=10)
 
 
+def refresh_grant(emu: EmulatorServer, refresh_token: str) -> requests.Response:
+    form = {"grant_type": "refresh_token", "client_id": DEFAULT_CLIENT_ID, "refresh_token": refresh_token}
+    return requests.post(f"{emu.url}{OIDC_PATH}", data=form, timeout=10)
+
+
 def test_password_grant_and_refresh_issue_working_tokens(emu: EmulatorServer, clock: ManualClock) -> None:
     response = password_grant(emu)
     assert response.status_code == 200
     tokens = response.json()
     assert set(tokens) == {"access_token", "expires_in", "refresh_token", "refresh_expires_in", "token_type"}
     assert (tokens["expires_in"], tokens["refresh_expires_in"], tokens["token_type"]) == (300, 1800, "Bearer")
-    assert jwt.decode(tokens["access_token"], options={"verify_signature": False})["sub"] == DEFAULT_USERNAME
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert (claims["sub"], claims["azp"]) == (DEFAULT_USERNAME, DEFAULT_CLIENT_ID)
     clock.advance(600)
-    expired = {"Authorization": f"Bearer {tokens['access_token']}"}
+    expired = bearer(tokens["access_token"])
     assert requests.get(f"{emu.url}/v1/catalogs", headers=expired, timeout=10).status_code == 401
 
-    refreshed = requests.post(
-        f"{emu.url}{OIDC_PATH}",
-        data={
-            "grant_type": "refresh_token",
-            "client_id": DEFAULT_CLIENT_ID,
-            "refresh_token": tokens["refresh_token"],
-        },
-        timeout=10,
-    )
+    refreshed = refresh_grant(emu, tokens["refresh_token"])
 
     assert refreshed.status_code == 200
-    fresh = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+    fresh = bearer(refreshed.json()["access_token"])
     assert requests.get(f"{emu.url}/v1/catalogs", headers=fresh, timeout=10).status_code == 200
 
 
 def test_refresh_token_is_not_an_access_token(emu: EmulatorServer) -> None:
     refresh_token = password_grant(emu).json()["refresh_token"]
 
-    response = requests.get(f"{emu.url}/v1/catalogs", headers={"Authorization": f"Bearer {refresh_token}"})
+    response = requests.get(f"{emu.url}/v1/catalogs", headers=bearer(refresh_token), timeout=10)
     assert response.status_code == 401
 
 
@@ -543,11 +951,7 @@ def test_expired_refresh_token_is_refused(emu: EmulatorServer, clock: ManualCloc
     refresh_token = password_grant(emu).json()["refresh_token"]
     clock.advance(1800)
 
-    response = requests.post(
-        f"{emu.url}{OIDC_PATH}",
-        data={"grant_type": "refresh_token", "client_id": DEFAULT_CLIENT_ID, "refresh_token": refresh_token},
-        timeout=10,
-    )
+    response = refresh_grant(emu, refresh_token)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"
 
@@ -573,11 +977,32 @@ def test_password_grant_refusals_use_oauth_error_bodies(
     assert response.json()["error"] == error
 
 
-def test_client_secret_is_checked_only_when_configured() -> None:
-    with run_emulator(EmulatorConfig(client_secret="s3cret")) as server:
-        assert password_grant(server).status_code == 401
-        assert password_grant(server, client_secret="wrong").status_code == 401
-        assert password_grant(server, client_secret="s3cret").status_code == 200
+def test_public_client_needs_no_secret(emu: EmulatorServer) -> None:
+    assert DEFAULT_CLIENT_ID == "atscale-ai-link"
+    assert password_grant(emu).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret"),
+    [
+        (MODELER_CLIENT_ID, DEFAULT_MODELER_CLIENT_SECRET),
+        (PUBLIC_API_CLIENT_ID, DEFAULT_PUBLIC_API_CLIENT_SECRET),
+    ],
+)
+def test_confidential_clients_need_their_secret(emu: EmulatorServer, client_id: str, secret: str) -> None:
+    without = password_grant(emu, client_id=client_id)
+    wrong = password_grant(emu, client_id=client_id, client_secret="wrong")
+    right = password_grant(emu, client_id=client_id, client_secret=secret)
+
+    assert (without.status_code, without.json()["error"]) == (401, "invalid_client")
+    assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
+    assert right.status_code == 200
+
+
+def test_the_old_atscale_api_client_is_unknown(emu: EmulatorServer) -> None:
+    response = password_grant(emu, client_id="atscale-api")
+
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
 
 
 # Faults
@@ -621,9 +1046,7 @@ def test_drop_before_fault_creates_nothing_and_breaks_the_connection(
     with pytest.raises(requests.ConnectionError):
         trigger(session, emu)
     with pytest.raises(httpx.RemoteProtocolError):
-        httpx.post(
-            batch_url(emu), params={"isFullBuild": "true"}, headers={"Authorization": f"Bearer {emu.token}"}
-        )
+        httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
     assert emu.batches_created() == []
     assert emu.count_requests("POST", fault="drop_before") == 2
     assert [entry.status for entry in emu.requests] == [None, None]
@@ -637,9 +1060,7 @@ def test_drop_after_fault_creates_the_batch_but_the_client_gets_a_connection_err
     with pytest.raises(requests.ConnectionError):
         trigger(session, emu)
     with pytest.raises(httpx.RemoteProtocolError):
-        httpx.post(
-            batch_url(emu), params={"isFullBuild": "true"}, headers={"Authorization": f"Bearer {emu.token}"}
-        )
+        httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
     assert len(emu.batches_created()) == 2
 
 
@@ -651,9 +1072,7 @@ def test_truncating_drop_sends_headers_then_a_short_body(
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         trigger(session, emu)
     with pytest.raises(httpx.RemoteProtocolError, match=r"complete message body"):
-        httpx.post(
-            batch_url(emu), params={"isFullBuild": "true"}, headers={"Authorization": f"Bearer {emu.token}"}
-        )
+        httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
     assert len(emu.batches_created()) == 2
 
 
@@ -703,11 +1122,24 @@ def test_fault_injectors_with_the_same_seed_draw_the_same_faults() -> None:
         ({"rate_503": 0.6, "rate_500": 0.6}, "add up"),
         ({"latency_seconds": -1}, "latency_seconds"),
         ({"drop_mode": "explode"}, "drop_mode"),
+        ({"clock_offset_seconds": float("nan")}, "clock_offset_seconds"),
     ],
 )
 def test_invalid_fault_configuration_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         FaultConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"instances_row_limit": 0}, "instances_row_limit"),
+        ({"clients": (ClientConfig("a"), ClientConfig("a", "s"))}, "Client ids"),
+    ],
+)
+def test_invalid_emulator_configuration_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        EmulatorConfig(**kwargs)
 
 
 def test_control_endpoints_are_fault_free_and_unrecorded(emu: EmulatorServer) -> None:
@@ -731,9 +1163,11 @@ def test_faults_can_be_changed_over_http(emu: EmulatorServer, session: requests.
 # Request log
 
 
-def test_request_log_records_requests_and_counts_them(emu: EmulatorServer, session: requests.Session) -> None:
+def test_request_log_records_requests_and_counts_them(
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session
+) -> None:
     trigger(session, emu, full="false", body={"gracePeriodOverrides": {"sales": 1}})
-    history(session, emu, modelId=DEFAULT_MODEL_ID)
+    history(jwt_session, emu, modelId=DEFAULT_MODEL_ID)
     session.get(f"{emu.url}/v1/catalogs", timeout=10)
 
     post = emu.requests[0]
@@ -763,8 +1197,9 @@ def test_many_concurrent_pollers_are_served(emu: EmulatorServer) -> None:
 
     async def poll_all() -> list[int]:
         limits = httpx.Limits(max_connections=200)
-        headers = {"Authorization": f"Bearer {emu.token}"}
-        async with httpx.AsyncClient(base_url=emu.url, headers=headers, limits=limits, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=emu.url, headers=bearer(emu.token), limits=limits, timeout=30
+        ) as client:
             responses = await asyncio.gather(
                 *(client.get(INSTANCES_PATH, params={"batchId": batch_id}) for _ in range(200))
             )
@@ -773,21 +1208,23 @@ def test_many_concurrent_pollers_are_served(emu: EmulatorServer) -> None:
     assert asyncio.run(poll_all()) == [200] * 200
 
 
-def test_reset_forgets_batches_requests_faults_models_and_tokens(
-    emu: EmulatorServer, session: requests.Session
+def test_reset_forgets_batches_requests_faults_models_tokens_and_history_settings(
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session
 ) -> None:
     trigger(session, emu)
-    access_token = emu.state.issue_access_token("someone", 60)
+    access_token = emu.tokens.issue_access_token("someone", 60)
     emu.configure_model(DEFAULT_MODEL_ID, fail=True)
     emu.set_batch_history_enabled(False)
+    emu.set_batch_history_accepts_api_tokens(True)
     emu.set_faults(FaultConfig(rate_503=1.0))
 
     emu.reset()
 
     assert emu.batches_created() == []
+    assert emu.state.history_batches() == []
     assert emu.requests == []
-    assert not emu.state.is_authorized(access_token)
-    assert history(session, emu).status_code == 200
+    assert not emu.tokens.grants_public_api(access_token)
+    assert history(session, emu).status_code == 401
     batch_id = trigger(session, emu).json()["batch"]["id"]
     batch = emu.state.get_batch(batch_id)
     assert batch is not None
@@ -815,61 +1252,6 @@ def test_manual_clock_refuses_to_go_back() -> None:
         ManualClock().advance(-1)
 
 
-# Command line
-
-
-def test_cli_prints_its_url_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    stderr_path = tmp_path / "stderr.txt"
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_atscale.emulator",
-                "--port",
-                "0",
-                "--log-level",
-                "warning",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=env,
-            cwd=REPO_ROOT,
-        )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    stdout = process.stdout
-
-    def read_lines() -> None:
-        for line in stdout:
-            lines.put(line)
-
-    threading.Thread(target=read_lines, daemon=True).start()
-    try:
-        first = lines.get(timeout=60)
-        second = lines.get(timeout=10)
-        match = re.fullmatch(r"AtScale emulator listening on (http://127\.0\.0\.1:\d+)\n", first)
-        assert match, (first, stderr_path.read_text())
-        assert second == f"Demo API token: {DEMO_TOKEN}\n"
-        response = requests.get(
-            f"{match.group(1)}/v1/catalogs", headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=10
-        )
-        assert response.status_code == 200
-
-        process.send_signal(signal.SIGTERM)
-
-        assert process.wait(timeout=20) == 0, stderr_path.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def test_drop_without_a_reachable_transport_falls_back_to_a_truncated_response() -> None:
     state = EmulatorState()
     faults = FaultInjector(FaultConfig(rate_drop_before=1.0))
@@ -889,3 +1271,156 @@ def test_drop_without_a_reachable_transport_falls_back_to_a_truncated_response()
     declared = int(dict(start["headers"])[b"content-length"])
     assert len(body["body"]) < declared
     assert body["more_body"] is True
+
+
+# Command line
+
+
+def test_cli_defaults_are_the_config_defaults() -> None:
+    assert config_from_args(build_parser().parse_args([])) == EmulatorConfig()
+
+
+def test_cli_flags_set_the_config_fields_they_are_named_after() -> None:
+    args = build_parser().parse_args(
+        [
+            "--queue-seconds=2",
+            "--no-batch-history",
+            "--batch-history-accepts-api-tokens",
+            "--no-history-includes-other-batches",
+            "--instances-row-limit=none",
+            "--clock-offset-seconds=-30",
+            "--rate-503=0.5",
+            "--drop-mode=truncate",
+            f"--client-secret={MODELER_CLIENT_ID}=other-secret",
+            f"--fail-model={SECOND_MODEL_ID}",
+        ]
+    )
+
+    config = config_from_args(args)
+
+    assert config.default_queue_seconds == 2
+    assert (config.serve_batch_history, config.batch_history_accepts_api_tokens) == (False, True)
+    assert config.history_includes_other_batches is False
+    assert config.instances_row_limit is None
+    assert (config.faults.clock_offset_seconds, config.faults.rate_503) == (-30, 0.5)
+    assert config.faults.drop_mode == "truncate"
+    assert ClientConfig(MODELER_CLIENT_ID, "other-secret") in config.clients
+    assert len(config.clients) == len(default_clients())
+    assert [model.fail for model in config.catalogs[0].models] == [False, True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--rate-503=2"], "rate_503"),
+        (["--instances-row-limit=0"], "instances_row_limit"),
+        (["--fail-model=no-such-model"], "no-such-model"),
+    ],
+)
+def test_cli_refuses_invalid_values(argv: list[str], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        config_from_args(build_parser().parse_args(argv))
+
+
+def test_cli_refuses_a_client_secret_without_its_client(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--client-secret=no-client-named"])
+
+    assert exited.value.code == 2
+    assert "CLIENT_ID=SECRET" in capsys.readouterr().err
+
+
+def cli_command(*options: str) -> list[str]:
+    return [sys.executable, "-m", "airflow_provider_atscale.emulator", "--port", "0", *options]
+
+
+def cli_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def test_cli_prints_its_url_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            cli_command("--log-level", "warning"),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=cli_env(),
+            cwd=REPO_ROOT,
+        )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def read_lines() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    try:
+        first = lines.get(timeout=60)
+        second = lines.get(timeout=10)
+        match = re.fullmatch(r"AtScale emulator listening on (http://127\.0\.0\.1:\d+)\n", first)
+        assert match, (first, stderr_path.read_text())
+        assert second == f"Demo API token: {DEMO_TOKEN}\n"
+        response = requests.get(f"{match.group(1)}/v1/catalogs", headers=bearer(DEMO_TOKEN), timeout=10)
+        assert response.status_code == 200
+
+        process.send_signal(signal.SIGTERM)
+
+        assert process.wait(timeout=20) == 0, stderr_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+# Room left in the emulator's stdout pipe: its first line fits, its second does not.
+PIPE_ROOM = 64
+
+
+def pipe_bytes(fd: int) -> int:
+    (count,) = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))
+    return int(count)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sizes a pipe the Linux way")
+def test_cli_stops_cleanly_on_sigterm_sent_while_stalled_right_after_its_first_line(tmp_path: Path) -> None:
+    # A loaded machine may stop running the emulator just after it writes its first line, and a supervisor
+    # signals it as soon as it reads that line. A nearly full stdout pipe reproduces that at will: the
+    # emulator writes its first line, then blocks on the second until the pipe is drained.
+    read_end, write_end = os.pipe()
+    filler = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) - PIPE_ROOM
+    os.write(write_end, b"\0" * filler)
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            cli_command("--log-level", "warning"),
+            stdout=write_end,
+            stderr=stderr,
+            env=cli_env(),
+            cwd=REPO_ROOT,
+        )
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 60
+        while pipe_bytes(read_end) <= filler and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pipe_bytes(read_end) > filler, ("no first line", process.poll(), stderr_path.read_text())
+
+        process.send_signal(signal.SIGTERM)
+
+        output = b""
+        while chunk := os.read(read_end, 65536):
+            output += chunk
+        assert process.wait(timeout=20) == 0, stderr_path.read_text()
+        assert b"AtScale emulator listening on http://127.0.0.1:" in output
+    finally:
+        os.close(read_end)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

@@ -59,8 +59,9 @@ BROWSER_LAUNCH_TIMEOUT_MS = 60_000
 # prctl(2) option: the signal the kernel sends a process when its parent dies.
 PR_SET_PDEATHSIG = 1
 
-EMULATOR_LISTENING = re.compile(r"AtScale emulator listening on (http://\S+)")
-EMULATOR_TOKEN = re.compile(r"Demo API token: (\S+)")
+# Whole lines only: the log may be read while a line is half written, cutting a URL or token short.
+EMULATOR_LISTENING = re.compile(r"^AtScale emulator listening on (http://\S+)\n", re.MULTILINE)
+EMULATOR_TOKEN = re.compile(r"^Demo API token: (\S+)\n", re.MULTILINE)
 
 
 def chromium_executable() -> str:
@@ -210,7 +211,12 @@ def wait_for_health(process: subprocess.Popen[bytes], url: str, log_path: Path) 
 
 
 def wait_for_emulator(process: subprocess.Popen[bytes], log_path: Path) -> Emulator:
-    """Read the emulator's URL and token from its first lines, or fail at the deadline."""
+    """
+    Read the emulator's URL and token from its first lines, or fail at the deadline.
+
+    The emulator prints them once it serves, with its SIGTERM handler already installed, so the fixture may
+    stop it at any time after; each line counts once its newline is written.
+    """
     deadline = time.monotonic() + EMULATOR_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
