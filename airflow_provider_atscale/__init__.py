@@ -84,8 +84,10 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "client_id": {
                         "label": "Client ID (password auth)",
-                        "description": "Only with Auth type 'password': the Identity Broker client.",
-                        "schema": {"type": ["string", "null"], "default": "atscale-api"},
+                        "description": "Only with Auth type 'password': the Identity Broker client. "
+                        "atscale-ai-link is public (no secret); atscale-modeler and atscale-public-api "
+                        "need a client secret.",
+                        "schema": {"type": ["string", "null"], "default": "atscale-ai-link"},
                     },
                     "client_secret": {
                         "label": "Client secret (password auth)",

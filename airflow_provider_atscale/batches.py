@@ -30,6 +30,9 @@ class BatchStatusClass(str, enum.Enum):
         return self is not BatchStatusClass.IN_PROGRESS
 
 
+AGGREGATE_BATCH_TYPE = "aggregate_batch"
+"""The ``batchType`` of an aggregate build; batch history also lists batches of other kinds."""
+
 # AtScale documents these status values but not their meaning; this is how public clients read them.
 IN_PROGRESS_STATUSES = frozenset({"new", "pending", "inprogress", "running"})
 SUCCEEDED_STATUSES = frozenset({"done", "success", "active"})
@@ -105,7 +108,9 @@ class AggregateBatch:
     :param model_id: the model whose aggregates the batch builds.
     :param status: the batch status as AtScale sent it; see :func:`classify_status`.
     :param create_date: when AtScale created the batch, an aware datetime.
-    :param estimate_time: AtScale's estimate, in the unit AtScale uses (undocumented), or ``None``.
+    :param estimate_time: AtScale's estimate of the build time, as sent (``estimateTime``). Its unit is not
+        documented; AtScale's own tools read it as milliseconds, as this provider does (see
+        :attr:`estimate_seconds`).
     :param is_full_build: whether every aggregate is rebuilt, rather than an incremental build.
     :param batch_type: AtScale's batch type, e.g. ``aggregate_batch``.
     :param start_time: when the build started, where batch history tells.
@@ -131,9 +136,19 @@ class AggregateBatch:
         return classify_status(self.status)
 
     @property
-    def is_terminal(self) -> bool:
-        """Whether the batch has finished (or reached a status this provider does not know)."""
-        return self.status_class.is_terminal
+    def is_aggregate_batch(self) -> bool:
+        """Whether this is an aggregate build (``batchType`` ``aggregate_batch``), not another kind."""
+        return self.batch_type == AGGREGATE_BATCH_TYPE
+
+    @property
+    def estimate_seconds(self) -> float | None:
+        """AtScale's estimate in seconds, reading ``estimateTime`` as milliseconds; ``None`` if not given."""
+        return None if self.estimate_time is None else self.estimate_time / 1000.0
+
+    def describe_estimate(self) -> str:
+        """AtScale's estimate as a duration for a log line (``17m 33s``), or ``not given``."""
+        seconds = self.estimate_seconds
+        return "not given" if seconds is None else format_duration(seconds)
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> AggregateBatch:
@@ -190,6 +205,23 @@ class AggregateBatch:
         if self.end_time is not None:
             data["endTime"] = format_api_datetime(self.end_time)
         return data
+
+
+def format_duration(seconds: float) -> str:
+    """
+    A duration for people: ``0.8s``, ``42s``, ``17m 33s``, ``2h 05m``.
+
+    :param seconds: a non-negative number of seconds.
+    """
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
 
 
 # Instance statuses: AtScale documents active, invalid, pending and deleted; the rest are seen in flight.

@@ -37,6 +37,9 @@ def batch_object(**overrides: object) -> dict[str, object]:
 
 
 HISTORY_URL = f"{BASE_URL}/wapi/p/aggregate/batch-history"
+TOKEN_URL = f"{BASE_URL}/v1/token"
+"""The exchange of the API token for a JWT, which batch history wants."""
+ACCESS_TOKEN = "exchanged-access-token"
 INSTANCES_URL = f"{BASE_URL}/v1/aggregates/instances"
 TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
 BATCH_ID = "5b9f7a1e-1111-4222-8333-944455556666"
@@ -93,11 +96,28 @@ class FakeClock:
 class RecordingTaskInstance:
     """The slice of a task instance an operator's execute() uses, recording XCom pushes."""
 
-    def __init__(self) -> None:
+    def __init__(self, try_number: int = 1, start_date: object = None) -> None:
         self.xcom: dict[str, list[object]] = {}
+        self.try_number = try_number
+        self.start_date = start_date
 
     def xcom_push(self, key: str, value: object) -> None:
         self.xcom.setdefault(key, []).append(value)
+
+
+class FakeStateStore:
+    """Airflow 3.3's ``task_state_store`` as a task sees it: JSON values by key, kept across tries."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+        self.writes: list[object] = []
+
+    def get(self, key: str, default: object = None) -> object:
+        return json.loads(json.dumps(self.values[key])) if key in self.values else default
+
+    def set(self, key: str, value: object) -> None:
+        self.values[key] = json.loads(json.dumps(value))
+        self.writes.append(self.values[key])
 
 
 class DrivenClock:
@@ -121,6 +141,11 @@ class DrivenClock:
     def advance(self, seconds: float) -> float:
         self.offset += seconds
         return self.now()
+
+    def rewind(self) -> None:
+        """Back to real time, forgetting the waits of earlier tests."""
+        self.offset = 0.0
+        self.sleeps.clear()
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)

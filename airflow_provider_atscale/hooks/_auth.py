@@ -1,7 +1,10 @@
 """
 How requests authenticate, in each ``auth_type`` (API page, section 5). No transport here.
 
-- ``token``: the connection's API token is the bearer token.
+- ``token``: the connection's API token is the bearer token of the public ``/v1`` API. The private Design
+  Center API (``/wapi``: batch history) refuses raw API tokens, so for it the API token is exchanged for a
+  short-lived JWT, as in ``token_exchange`` (some ``/v1`` endpoints refuse that JWT, so ``/v1`` keeps the
+  raw token).
 - ``token_exchange``: the API token is exchanged (``POST /v1/token``) for a short-lived access token, cached
   and renewed shortly before it expires (its JWT ``exp``, else an hour after it was issued).
 - ``password``: the Identity Broker's password grant with the connection's login and password; its refresh
@@ -67,22 +70,31 @@ class Authenticator:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(auth_type={self._settings.auth_type!r})"
 
+    def renews(self, *, private: bool) -> bool:
+        """
+        Whether authenticating again can change the token sent (so a 401 is worth one more try).
+
+        :param private: the request goes to the private ``/wapi`` API.
+        """
+        return self._settings.auth_type != "token" or private
+
     def invalidate(self) -> None:
         """Forget the cached access token (after a 401): the next request authenticates again."""
         self._access = None
 
-    def bearer_token(self, call: Call) -> Generator[Any, Any, str]:
+    def bearer_token(self, call: Call, *, private: bool = False) -> Generator[Any, Any, str]:
         """
         The token to send now: cached while fresh, else obtained through ``call`` (a flow sending a request).
 
         :param call: sends one unauthenticated request, with retries, and returns ``(status, json)``.
+        :param private: the request goes to the private ``/wapi`` API, which wants a JWT.
         """
         settings = self._settings
-        if settings.auth_type == "token":
+        if settings.auth_type == "token" and not private:
             return settings.token
         if self._access is not None and _clock.now() < self._access.renew_at:
             return self._access.value
-        if settings.auth_type == "token_exchange":
+        if settings.auth_type in ("token", "token_exchange"):
             self._access = yield from self._exchange(call)
         else:
             self._access = yield from self._password_grant(call)

@@ -36,6 +36,26 @@ _STATUS_HINTS = {
 }
 
 
+def unauthorized_hint(conn_id: str, auth_type: str) -> str:
+    """
+    What to check after a 401 that survived re-authentication, naming the connection.
+
+    :param conn_id: the Airflow connection id.
+    :param auth_type: the connection's ``auth_type``.
+    """
+    if auth_type == "password":
+        return (
+            f"connection {conn_id!r}, auth_type 'password': AtScale refused the token it issued for the "
+            "connection's user; check the user's roles, or whether an administrator signed its session out"
+        )
+    return (
+        f"connection {conn_id!r}, auth_type {auth_type!r}: AtScale refused its API token. API tokens expire "
+        "after 90 days; minting a new token for the same user revokes the previous one; an administrator may "
+        "have signed its session out (Identity Broker, Sessions). Put a current API token in the "
+        "connection's password"
+    )
+
+
 @dataclass(frozen=True)
 class ApiRequest:
     """
@@ -48,6 +68,8 @@ class ApiRequest:
     :param form: a form-encoded body (token endpoints); never shown in a repr: it may hold a password.
     :param headers: headers of the request's own (token endpoints); never shown in a repr.
     :param authenticated: send the connection's current bearer token with it.
+    :param private: a Design Center API (``/wapi``) rather than the public ``/v1`` one: it wants a
+        short-lived JWT, never the raw API token, so in ``token`` mode the token is exchanged for it.
     :param idempotent: repeating it is harmless, so any failure that may pass is retried; ``False`` for
         the POST that starts a build, which is retried only when AtScale surely did not start one.
     """
@@ -59,6 +81,7 @@ class ApiRequest:
     form: Mapping[str, str] | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     authenticated: bool = True
+    private: bool = False
     idempotent: bool = True
 
     def describe(self) -> str:
@@ -107,39 +130,52 @@ def batch_history_request(catalog_id: str, model_id: str, *, page: int, limit: i
         method="GET",
         path=BATCH_HISTORY_PATH,
         params={"catalogId": catalog_id, "modelId": model_id, "page": str(page), "limit": str(limit)},
+        private=True,
     )
 
 
 def aggregate_instances_request(
-    batch_id: str, catalog_id: str, model_id: str, *, page: int, size: int, path: str = INSTANCES_PATHS[0]
+    batch_id: str,
+    catalog_id: str,
+    model_id: str,
+    *,
+    page: int,
+    size: int,
+    path: str = INSTANCES_PATHS[0],
+    status: str | None = None,
 ) -> ApiRequest:
-    """One page of a batch's aggregate instances (API page, section 3b)."""
-    return ApiRequest(
-        method="GET",
-        path=path,
-        params={
-            "batchId": batch_id,
-            "catalogId": catalog_id,
-            "modelId": model_id,
-            "page": str(page),
-            "size": str(size),
-        },
-    )
+    """One page of a batch's aggregate instances, optionally of one status (API page, section 3b)."""
+    params = {
+        "batchId": batch_id,
+        "catalogId": catalog_id,
+        "modelId": model_id,
+        "page": str(page),
+        "size": str(size),
+    }
+    if status is not None:
+        params["status"] = status
+    return ApiRequest(method="GET", path=path, params=params)
 
 
-def read_json(request: ApiRequest, response: RawResponse, secrets: tuple[str, ...] = ()) -> Any:
+def read_json(
+    request: ApiRequest,
+    response: RawResponse,
+    secrets: tuple[str, ...] = (),
+    unauthorized: str | None = None,
+) -> Any:
     """
     Check an answer's status and return its JSON body.
 
     :param request: the request that was answered.
     :param response: the answer.
     :param secrets: strings to scrub from any error text (the token), should a server echo them.
+    :param unauthorized: the hint for a 401 (see :func:`unauthorized_hint`), if the caller knows better.
     :raises AtScaleHTTPError: for an error status, the subclass for that status.
     :raises AtScaleResponseError: for a body that is not JSON or says ``"success": false``.
     """
     status_code, body = response.status_code, response.body
     if status_code >= 400:
-        raise http_error(request, response, secrets)
+        raise http_error(request, response, secrets, unauthorized)
     parsed = _parse(body)
     if parsed is _NOT_JSON:
         raise unexpected_answer(
@@ -151,7 +187,9 @@ def read_json(request: ApiRequest, response: RawResponse, secrets: tuple[str, ..
     return parsed
 
 
-def http_error(request: ApiRequest, response: RawResponse, secrets: tuple[str, ...]) -> AtScaleHTTPError:
+def http_error(
+    request: ApiRequest, response: RawResponse, secrets: tuple[str, ...], unauthorized: str | None = None
+) -> AtScaleHTTPError:
     """Build the error for an HTTP error status, carrying AtScale's own error text and any Retry-After."""
     status_code, body = response.status_code, response.body
     parsed = _parse(body)
@@ -160,7 +198,7 @@ def http_error(request: ApiRequest, response: RawResponse, secrets: tuple[str, .
         atscale_message = _scrub(atscale_message, secrets)
     message = f"AtScale {request.describe()} failed with HTTP {status_code}"
     message += f": {atscale_message}" if atscale_message else " and no error text"
-    if hint := _STATUS_HINTS.get(status_code):
+    if hint := (unauthorized if status_code == 401 and unauthorized else _STATUS_HINTS.get(status_code)):
         message += f" ({hint})"
     error = http_error_class(status_code)(
         message,

@@ -18,7 +18,8 @@ DEFAULT_MAX_RETRIES = 5
 """Retries of a request that failed in a way that may pass (429, 502, 503, 504, no answer)."""
 DEFAULT_RETRY_MAX_WAIT = 300.0
 """Seconds a request may spend waiting between its retries, in all."""
-DEFAULT_CLIENT_ID = "atscale-api"
+DEFAULT_CLIENT_ID = "atscale-ai-link"
+"""AtScale's public Identity Broker client (no secret), the one its own SDK and utilities use."""
 DEFAULT_REALM = "atscale"
 AUTH_TYPES = ("token", "token_exchange", "password")
 

@@ -10,11 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_atscale import __version__, _clock
 from airflow_provider_atscale._compat import AirflowNotFoundException, BaseHook, mask_secret
-from airflow_provider_atscale._validation import (
-    check_overrides_allowed,
-    normalize_grace_period_overrides,
-    validate_id,
-)
+from airflow_provider_atscale._validation import BuildRequest, validate_id
 from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
 from airflow_provider_atscale.errors import (
     AtScaleConfigurationError,
@@ -157,28 +153,32 @@ class AtScaleHook(BaseHook):
         catalog_id: str,
         model_id: str,
         *,
-        full_build: bool,
-        grace_period_overrides: Mapping[str, int] | None = None,
+        full_build: bool | str,
+        grace_period_overrides: Mapping[str, int | str] | str | None = None,
     ) -> AggregateBatch:
         """
         Start an aggregate build of one model.
 
+        The arguments are checked with the operator's rules (:meth:`BuildRequest.checked`) before any request.
+
         :param catalog_id: the catalog's id.
         :param model_id: the model's id.
-        :param full_build: rebuild every aggregate (``True``) or build incrementally (``False``).
+        :param full_build: rebuild every aggregate (``True``) or build incrementally (``False``); the
+            strings ``"true"`` and ``"false"`` are read as such.
         :param grace_period_overrides: dataset name to grace period, for incremental builds only.
         :return: the new batch, as AtScale answered.
         :raises AtScaleConfigurationError: an argument is invalid; nothing was sent.
         :raises AtScaleNotFoundError: the catalog or model is unknown; the message lists the known ones.
         """
-        validate_id("catalog_id", catalog_id)
-        validate_id("model_id", model_id)
-        if not isinstance(full_build, bool):
-            raise AtScaleConfigurationError(f"full_build must be True or False, got {full_build!r}")
-        overrides = normalize_grace_period_overrides(grace_period_overrides)
-        check_overrides_allowed(full_build, overrides)
+        checked = BuildRequest.checked(
+            catalog_id=catalog_id,
+            model_id=model_id,
+            full_build=full_build,
+            grace_period_overrides=grace_period_overrides,
+        )
+        catalog_id, model_id, full_build = checked.catalog_id, checked.model_id, checked.full_build
         request = _protocol.trigger_build_request(
-            catalog_id, model_id, full_build=full_build, grace_period_overrides=overrides
+            catalog_id, model_id, full_build=full_build, grace_period_overrides=checked.grace_period_overrides
         )
         try:
             return self._run(
@@ -198,9 +198,11 @@ class AtScaleHook(BaseHook):
         A batch's current state.
 
         AtScale has no documented "get batch" endpoint. The batch is looked up in the model's batch history
-        (newest first, at most 500 batches). Where the server does not serve batch history (HTTP 403, 404
-        or 405), its state is derived from its aggregate instances instead: all built is ``done``, any
-        failed or invalid is ``failed``, otherwise ``inprogress``. The hook remembers which source works.
+        (newest first, at most 500 batches), a private API that wants a JWT: in ``token`` mode the API token
+        is exchanged for one. Where the server refuses history (an HTTP 4xx, for history or for the JWT),
+        and whenever reading it fails, the state is derived from the batch's aggregate instances instead:
+        any failed or invalid is ``failed``, all built ``done`` (only from a listing known to be complete),
+        otherwise ``inprogress``. The hook remembers a refusal and says so once.
 
         :param catalog_id: the catalog's id.
         :param model_id: the model's id.
@@ -224,7 +226,7 @@ class AtScaleHook(BaseHook):
         :param model_id: the model's id.
         """
         self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        return self._run(_flows.list_aggregate_instances(self.api, batch_id, catalog_id, model_id))
+        return self._run(_flows.list_aggregate_instances(self.api, catalog_id, model_id, batch_id)).instances
 
     async def alist_batch_aggregates(
         self, batch_id: str, catalog_id: str, model_id: str
@@ -232,26 +234,39 @@ class AtScaleHook(BaseHook):
         """Async :meth:`list_batch_aggregates`."""
         self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
         await self.aget_settings()
-        return await self._arun(_flows.list_aggregate_instances(self.api, batch_id, catalog_id, model_id))
+        listing = await self._arun(_flows.list_aggregate_instances(self.api, catalog_id, model_id, batch_id))
+        return listing.instances
 
     def find_running_batch(
-        self, catalog_id: str, model_id: str, *, full_build: bool, created_since: datetime
+        self,
+        catalog_id: str,
+        model_id: str,
+        *,
+        full_build: bool,
+        created_since: datetime,
+        created_until: datetime | None = None,
     ) -> AggregateBatch | None:
         """
-        The newest batch of this model and build type still in progress and created since a time, if any.
+        The newest aggregate build of this model and build type still in progress, created in a window.
 
-        Used to attach to a build a previous try started instead of starting a second one. Returns
-        ``None`` where the server does not serve batch history.
+        Only batches of ``batchType`` ``aggregate_batch`` count. Returns ``None`` where there is none or
+        where batch history cannot be read.
 
         :param catalog_id: the catalog's id.
         :param model_id: the model's id.
         :param full_build: the build type to match.
         :param created_since: only batches created at or after this aware datetime count.
+        :param created_until: only batches created at or before this aware datetime count.
         """
         self._check_ids(catalog_id=catalog_id, model_id=model_id)
         return self._run(
             _flows.find_running_batch(
-                self.api, catalog_id, model_id, full_build=full_build, created_since=created_since
+                self.api,
+                catalog_id,
+                model_id,
+                full_build=full_build,
+                created_since=created_since,
+                created_until=created_until,
             )
         )
 

@@ -265,7 +265,7 @@ class TestBadInputIsRejectedBeforeAnyRequest:
             ({"model_id": None}, "model_id must be a non-empty string id, got None"),
             ({"model_id": "a/b"}, "model_id must be an AtScale id without whitespace, slashes"),
             ({"catalog_id": "a b"}, "catalog_id must be an AtScale id"),
-            ({"full_build": "yes"}, "full_build must be True or False, got 'yes'"),
+            ({"full_build": "yes"}, "full_build must be True, False, 'true' or 'false', got 'yes'"),
             ({"grace_period_overrides": {"sales": -1}}, r"grace_period_overrides\['sales'\]"),
             ({"grace_period_overrides": {"sales": True}}, "must be a non-negative integer, got True"),
             ({"grace_period_overrides": {"": 3}}, "keys must be non-empty dataset names"),

@@ -22,12 +22,14 @@ from airflow_provider_atscale.errors import (
 )
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
 from tests.helpers import (
+    ACCESS_TOKEN,
     BASE_URL,
     BATCH_ID,
     CATALOG_ID,
     HISTORY_URL,
     MODEL_ID,
     TOKEN,
+    TOKEN_URL,
     TRIGGER_URL,
     FakeClock,
     batch_object,
@@ -35,7 +37,6 @@ from tests.helpers import (
     history_page,
 )
 
-TOKEN_URL = f"{BASE_URL}/v1/token"
 GRANT_URL = f"{BASE_URL}/auth/realms/atscale/protocol/openid-connect/token"
 CATALOGS_URL = f"{BASE_URL}/v1/catalogs"
 CREATED = {"status_code": 201, "json": {"batch": batch_object(), "success": True}}
@@ -60,6 +61,14 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, *, login: str | None = None,
 
 def bearer(request: Any) -> str:
     return str(request.headers.get("Authorization", ""))
+
+
+def calls(mock: rm.Mocker) -> list[str]:
+    """Each request as ``METHOD /first-two-path-segments``."""
+    return [
+        f"{r.method} /{'/'.join(r.path.strip('/').split('/')[:2])}".replace(" /wapi/p", " /wapi")
+        for r in mock.request_history
+    ]
 
 
 class TestTokenExchange:
@@ -118,6 +127,18 @@ class TestTokenExchange:
 
 
 class TestPasswordGrant:
+    def test_the_default_client_is_atscales_public_client_without_a_secret(
+        self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker
+    ) -> None:
+        requests_mock.post(GRANT_URL, json={"access_token": "access-1", "expires_in": 300})
+        requests_mock.get(CATALOGS_URL, json=[])
+
+        use_connection(monkeypatch, login="svc", auth_type="password").list_catalogs()
+
+        form = _form(requests_mock.request_history[0])
+        assert form["client_id"] == "atscale-ai-link"
+        assert "client_secret" not in form
+
     def test_logs_in_with_the_password_grant_then_uses_the_refresh_token(
         self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, fake_clock: FakeClock
     ) -> None:
@@ -213,25 +234,24 @@ class TestPasswordGrant:
 
 
 class TestUnauthorized:
-    @pytest.mark.parametrize("auth_type", ["token", "token_exchange"])
+    @pytest.mark.parametrize("auth_type", ["token_exchange", "password"])
     def test_a_401_authenticates_again_and_retries_once(
         self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, auth_type: str
     ) -> None:
         requests_mock.post(TOKEN_URL, [{"json": {"accessToken": "a-1"}}, {"json": {"accessToken": "a-2"}}])
+        requests_mock.post(GRANT_URL, [{"json": {"access_token": "a-1"}}, {"json": {"access_token": "a-2"}}])
         requests_mock.get(
             CATALOGS_URL,
             [{"status_code": 401, "json": {"message": "Token expired"}}, {"json": [{"id": "c"}]}],
         )
-        hook = use_connection(monkeypatch, auth_type=auth_type)
+        hook = use_connection(monkeypatch, auth_type=auth_type, login="analyst")
 
         assert hook.list_catalogs() == [{"id": "c"}]
 
         catalog_calls = [r for r in requests_mock.request_history if r.path == "/v1/catalogs"]
-        assert len(catalog_calls) == 2
-        if auth_type == "token_exchange":
-            assert [bearer(r) for r in catalog_calls] == ["Bearer a-1", "Bearer a-2"]
+        assert [bearer(r) for r in catalog_calls] == ["Bearer a-1", "Bearer a-2"]
 
-    def test_a_second_401_is_a_clear_auth_error(
+    def test_a_401_on_the_raw_api_token_fails_at_once_naming_the_connection_and_the_likely_causes(
         self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker
     ) -> None:
         requests_mock.get(CATALOGS_URL, status_code=401, json={"message": "Invalid token"})
@@ -240,7 +260,32 @@ class TestUnauthorized:
         with pytest.raises(AtScaleAuthError, match="HTTP 401: Invalid token") as excinfo:
             hook.list_catalogs()
 
-        assert requests_mock.call_count == 2
+        # Sending the same raw token again could not change the answer.
+        assert requests_mock.call_count == 1
+        message = str(excinfo.value)
+        assert "connection 'atscale_default'" in message
+        assert "expire after 90 days" in message
+        assert "minting a new token for the same user revokes the previous one" in message
+        assert "signed its session out" in message
+        assert TOKEN not in message
+
+    def test_a_second_401_is_a_clear_auth_error(
+        self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker
+    ) -> None:
+        requests_mock.post(TOKEN_URL, [{"json": {"accessToken": "a-1"}}, {"json": {"accessToken": "a-2"}}])
+        requests_mock.get(CATALOGS_URL, status_code=401, json={"message": "Invalid token"})
+        hook = use_connection(monkeypatch, auth_type="token_exchange")
+
+        with pytest.raises(AtScaleAuthError, match="HTTP 401: Invalid token") as excinfo:
+            hook.list_catalogs()
+
+        assert [r.path for r in requests_mock.request_history] == [
+            "/v1/token",
+            "/v1/catalogs",
+            "/v1/token",
+            "/v1/catalogs",
+        ]
+        assert "connection 'atscale_default', auth_type 'token_exchange'" in str(excinfo.value)
         assert TOKEN not in str(excinfo.value)
 
 
@@ -370,12 +415,20 @@ class TestPostNeverStartsTwoBuilds:
     ) -> None:
         started = batch_object(id="started-anyway", status="new", createDate=_iso(fake_clock.now() + 1))
         requests_mock.post(TRIGGER_URL, [failure, CREATED])
+        requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
         requests_mock.get(HISTORY_URL, json=history_page(started))
 
         batch = use_connection(monkeypatch).trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
 
         assert batch.id == "started-anyway"
-        assert [r.method for r in requests_mock.request_history] == ["POST", "GET"]
+        post, exchange, check = requests_mock.request_history
+        assert calls(requests_mock) == ["POST /v1/aggregates-batch", "POST /v1/token", "GET /wapi"]
+        # The public API takes the raw API token; the private history API a JWT exchanged for it.
+        assert (bearer(post), bearer(exchange), bearer(check)) == (
+            f"Bearer {TOKEN}",
+            f"Bearer {TOKEN}",
+            f"Bearer {ACCESS_TOKEN}",
+        )
 
     def test_after_an_ambiguous_failure_with_nothing_started_the_build_is_posted_again(
         self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, fake_clock: FakeClock
@@ -384,24 +437,51 @@ class TestPostNeverStartsTwoBuilds:
         other_type = batch_object(
             id="full", status="new", isFullBuild=True, createDate=_iso(fake_clock.now())
         )
+        another_kind = batch_object(
+            id="cleanup",
+            status="inprogress",
+            batchType="aggregate_cleanup",
+            createDate=_iso(fake_clock.now()),
+        )
         requests_mock.post(TRIGGER_URL, [{"status_code": 500, "json": {}}, CREATED])
-        requests_mock.get(HISTORY_URL, json=history_page(other_type, older))
+        requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
+        requests_mock.get(HISTORY_URL, json=history_page(another_kind, other_type, older))
 
         batch = use_connection(monkeypatch).trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
 
         assert batch.id == BATCH_ID
-        assert [r.method for r in requests_mock.request_history] == ["POST", "GET", "POST"]
+        assert calls(requests_mock) == [
+            "POST /v1/aggregates-batch",
+            "POST /v1/token",
+            "GET /wapi",
+            "POST /v1/aggregates-batch",
+        ]
 
-    def test_without_batch_history_an_ambiguous_post_is_not_repeated_blindly(
-        self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, fake_clock: FakeClock
+    @pytest.mark.parametrize(
+        "history",
+        [
+            {"status_code": 404, "json": {"message": "Not Found"}},
+            {"status_code": 401, "json": {"message": "Unauthorized"}},
+            {"status_code": 503, "json": {"message": "down"}},
+        ],
+    )
+    def test_when_history_cannot_be_read_an_ambiguous_post_is_not_repeated_blindly(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        requests_mock: rm.Mocker,
+        fake_clock: FakeClock,
+        history: dict[str, Any],
     ) -> None:
         requests_mock.post(TRIGGER_URL, [{"status_code": 500, "json": {}}, CREATED])
-        requests_mock.get(HISTORY_URL, status_code=404, json={"message": "Not Found"})
+        requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
+        requests_mock.get(HISTORY_URL, **history)
 
         with pytest.raises(AtScaleServerError, match="HTTP 500"):
-            use_connection(monkeypatch).trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
+            use_connection(monkeypatch, max_retries=1).trigger_aggregate_build(
+                CATALOG_ID, MODEL_ID, full_build=False
+            )
 
-        assert [r.method for r in requests_mock.request_history] == ["POST", "GET"]
+        assert calls(requests_mock).count("POST /v1/aggregates-batch") == 1
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ def test_succeeded_event_after_polling_while_in_progress(
     assert event["batch"]["id"] == batch_id
     first, *rest = emulator_clock.sleeps
     assert first == pytest.approx(trigger.first_poll_at() - trigger.started_at, abs=1.0)
-    assert rest == [30.0] * len(rest), "then one poll per interval while in progress"
+    assert rest == pytest.approx([30.0] * len(rest), abs=1.0), "then one poll per interval while in progress"
     assert first + sum(rest) >= 110.0, "no event before the batch is done (110 s of build)"
     history_gets = emulator.count_requests("GET", "/wapi/p/aggregate/batch-history")
     assert history_gets == len(emulator_clock.sleeps), "one poll after each wait, none at once on deferral"
@@ -192,7 +192,7 @@ def test_a_rebuilt_trigger_resumes_and_finishes(
 
     assert polls_before_restart == 1
     assert event["outcome"] == "succeeded"
-    assert emulator.count_requests("POST") == 1
+    assert emulator.count_requests("POST", "/v1/aggregates-batch/") == 1
 
 
 def test_one_http_client_serves_every_poll(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
@@ -205,9 +205,11 @@ def test_one_http_client_serves_every_poll(emulator: EmulatorServer, emulator_cl
         clients.append(client)
         return client
 
+    before = len(emulator.requests)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(AtScaleHook, "aget_conn", recording_aget_conn)
         asyncio.run(first_event(make_trigger(batch_id, emulator_clock)))
 
-    assert len(clients) == emulator.count_requests("GET", "/wapi/p/aggregate/batch-history") >= 4
+    assert emulator.count_requests("GET", "/wapi/p/aggregate/batch-history") >= 4
+    assert len(clients) == len(emulator.requests) - before, "every request, the token exchange included"
     assert len({id(client) for client in clients}) == 1
