@@ -21,6 +21,7 @@ mypy reads the newest layout (the ``TYPE_CHECKING`` branch); at run time the ins
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION
@@ -34,6 +35,8 @@ AIRFLOW_V_3_1_PLUS = _installed >= Version("3.1")
 """``BaseHook`` lives in the Task SDK and has ``aget_connection``."""
 AIRFLOW_V_3_2_PLUS = _installed >= Version("3.2")
 """``conf`` and the exceptions live in the Task SDK; the connection form comes from provider info."""
+AIRFLOW_V_3_3_PLUS = _installed >= Version("3.3")
+"""Each task instance has a ``task_state_store`` that survives its retries."""
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, Context, PokeReturnValue, conf
@@ -82,6 +85,56 @@ else:
                 return await sync_to_async(cls.get_connection)(conn_id)
 
 
+def try_number(context: Any) -> int:
+    """The running try of the task instance, from 1."""
+    number = getattr(context.get("ti"), "try_number", None)
+    return number if isinstance(number, int) and number > 0 else 1
+
+
+def try_started_at(context: Any) -> float | None:
+    """When this try of the task instance started, in seconds since the epoch, if Airflow says."""
+    start = getattr(context.get("ti"), "start_date", None)
+    return start.timestamp() if isinstance(start, datetime) and start.tzinfo is not None else None
+
+
+def first_try_started_at(context: Any) -> tuple[float, str] | None:
+    """
+    When this task instance's first try started, where Airflow tells a retry; else when its DAG run did.
+
+    Airflow 2 keeps earlier tries in ``TaskInstanceHistory``, which a task may read. Airflow 3 tasks have no
+    database access and Airflow 3.0-3.2 tell a try nothing of the tries before it (3.3's task state store
+    does, and is used instead): there, the DAG run's start is the best bound.
+
+    :return: the time in seconds since the epoch and what it is, for logs; ``None`` if nothing tells.
+    """
+    ti = context.get("ti")
+    if not AIRFLOW_V_3_0_PLUS and ti is not None:
+        from airflow.models.taskinstancehistory import TaskInstanceHistory
+        from airflow.utils.session import create_session
+        from sqlalchemy import func, select
+
+        history = TaskInstanceHistory
+        with create_session() as session:
+            first = session.scalar(
+                select(func.min(history.start_date)).where(
+                    history.dag_id == ti.dag_id,
+                    history.task_id == ti.task_id,
+                    history.run_id == ti.run_id,
+                    history.map_index == ti.map_index,
+                )
+            )
+        if isinstance(first, datetime):
+            return _aware(first).timestamp(), "this task instance's first try started"
+    start = getattr(context.get("dag_run"), "start_date", None)
+    if isinstance(start, datetime):
+        return _aware(start).timestamp(), "this DAG run started"
+    return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 _LAZY = {"BaseTrigger", "TriggerEvent"}
 
 
@@ -98,6 +151,7 @@ __all__ = [
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",
@@ -109,5 +163,8 @@ __all__ = [
     "PokeReturnValue",
     "TriggerEvent",
     "conf",
+    "first_try_started_at",
     "mask_secret",
+    "try_number",
+    "try_started_at",
 ]

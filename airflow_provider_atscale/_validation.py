@@ -10,10 +10,59 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from airflow_provider_atscale.errors import AtScaleConfigurationError
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """
+    A checked request for an aggregate build: what an operator's rendered arguments, or a hook caller, ask.
+
+    Build it with :meth:`checked`, the one set of rules for every caller.
+
+    :param catalog_id: the catalog's id.
+    :param model_id: the model's id.
+    :param full_build: a full build rather than an incremental one.
+    :param grace_period_overrides: dataset name to grace period (incremental builds only).
+    """
+
+    catalog_id: str
+    model_id: str
+    full_build: bool
+    grace_period_overrides: Mapping[str, int]
+
+    @classmethod
+    def checked(
+        cls, *, catalog_id: object, model_id: object, full_build: object, grace_period_overrides: object
+    ) -> BuildRequest:
+        """
+        Check and normalise a build's arguments; raises before anything is sent to AtScale.
+
+        :raises AtScaleConfigurationError: an argument is invalid; the message names it and its value.
+        """
+        full = normalize_full_build(full_build)
+        overrides = normalize_grace_period_overrides(grace_period_overrides)
+        check_overrides_allowed(full, overrides)
+        return cls(
+            catalog_id=validate_id("catalog_id", catalog_id),
+            model_id=validate_id("model_id", model_id),
+            full_build=full,
+            grace_period_overrides=overrides,
+        )
+
+    @property
+    def build_type(self) -> str:
+        """``full`` or ``incremental``, for logs."""
+        return "full" if self.full_build else "incremental"
+
+    def describe_build_type(self) -> str:
+        """``a full build`` or ``an incremental build``, for logs."""
+        return "a full build" if self.full_build else "an incremental build"
+
 
 # Ids become URL path segments: anything that would change the URL's meaning is refused, not escaped.
 _ID_FORBIDDEN = re.compile(r"[\s/\\?#%]")

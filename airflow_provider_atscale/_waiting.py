@@ -1,18 +1,49 @@
 """
-What waiting on a batch means, shared by the operator, the sensor and the trigger: outcomes, the trigger
-event's shape, status-change logging and failure messages. No HTTP here.
+Waiting on a batch: the one loop that polls it, written once for the worker and the triggerer, and what its
+end means (outcomes, the trigger event's shape, failure messages). No HTTP here.
+
+:func:`wait_for_batch` is a transport-free flow: it yields :class:`Sleep` (wait this long) and :data:`POLL`
+(read the batch now, and send back the batch or the ``AtScaleError`` that reading it raised), and returns a
+:class:`WaitEvent`. :func:`run_wait` drives it on a worker (the hook's sync calls, ``time.sleep``);
+:func:`arun_wait` on the triggerer (async calls, ``asyncio.sleep``). A poll that fails in a way that may pass
+(no answer, 429, 5xx, after the request's own retries) never ends the wait before its deadline: polling goes
+on, backing off to at most the poll interval, and the outage is logged once when it starts and once when it
+ends. An error that will not pass (401 after re-authentication, 403, 404, 400) ends it at once.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
-from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance, BatchStatusClass
-from airflow_provider_atscale.errors import AtScaleBuildFailedError, AtScaleError, AtScaleWaitTimeoutError
+from airflow_provider_atscale import _clock
+from airflow_provider_atscale.batches import (
+    AggregateBatch,
+    AggregateInstance,
+    BatchStatusClass,
+    format_duration,
+)
+from airflow_provider_atscale.errors import (
+    AtScaleBuildFailedError,
+    AtScaleError,
+    AtScaleRateLimitError,
+    AtScaleServerError,
+    AtScaleTransportError,
+    AtScaleWaitTimeoutError,
+)
+
+T = TypeVar("T")
+
+OUTAGE_FIRST_BACKOFF = 5.0
+"""Seconds before polling again after a first failed poll; doubled after each, up to the poll interval."""
+RESUME_SKEW_TOLERANCE = 60.0
+"""Seconds by which AtScale's clock may differ from Airflow's, when telling what a trigger saw before a
+triggerer restart."""
 
 
 class Outcome(str, enum.Enum):
@@ -37,10 +68,67 @@ def outcome_of(batch: AggregateBatch) -> Outcome | None:
     return _OUTCOME_OF_CLASS.get(batch.status_class)
 
 
+def is_passing(error: BaseException) -> bool:
+    """Whether a failed poll may pass if tried again later: no answer, 429 or 5xx."""
+    return isinstance(error, (AtScaleTransportError, AtScaleRateLimitError, AtScaleServerError))
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A flow's instruction: wait this many seconds (the driver knows how: sync or async)."""
+
+    seconds: float
+
+
+class _Poll:
+    def __repr__(self) -> str:
+        return "POLL"
+
+
+POLL: Any = _Poll()
+"""The waiting flow's instruction: read the batch now; send back the batch or the ``AtScaleError``."""
+
+
+@dataclass(frozen=True)
+class WaitPlan:
+    """
+    What one wait on a batch is: plain values, the trigger's serialized arguments among them.
+
+    :param batch_id: the batch waited on.
+    :param poll_interval: seconds between polls.
+    :param deadline: when to give up, in seconds since the epoch.
+    :param timeout: the allowed wait in seconds, for the timeout message.
+    :param started_at: when waiting began, in seconds since the epoch, for elapsed times in logs.
+    :param first_poll_at: when to poll first; later polls follow every ``poll_interval`` after it.
+    :param last_status: the status already reported, so it is not logged again.
+    """
+
+    batch_id: str
+    poll_interval: float
+    deadline: float
+    timeout: float
+    started_at: float
+    first_poll_at: float
+    last_status: str | None = None
+
+    def slot_before(self, moment: float) -> float | None:
+        """The last scheduled poll at or before ``moment``, or ``None`` if none was due yet."""
+        if moment < self.first_poll_at:
+            return None
+        return self.first_poll_at + math.floor((moment - self.first_poll_at) / self.poll_interval) * (
+            self.poll_interval
+        )
+
+    def slot_after(self, moment: float) -> float:
+        """The first scheduled poll after ``moment``."""
+        before = self.slot_before(moment)
+        return self.first_poll_at if before is None else before + self.poll_interval
+
+
 @dataclass(frozen=True)
 class WaitEvent:
     """
-    The payload of the one event a trigger emits, as plain JSON.
+    How a wait ended, as plain JSON: the payload of the one event a trigger emits.
 
     :param outcome: how waiting ended.
     :param batch_id: the batch waited on.
@@ -85,6 +173,14 @@ class WaitEvent:
             raise AtScaleError(f"AtScale trigger event {outcome.value!r} carries no batch")
         return cls(outcome=outcome, batch_id=batch_id, batch=batch, message=str(payload.get("message", "")))
 
+    def batch_or_raise(self) -> AggregateBatch:
+        """The finished batch; raises for a timeout or an error."""
+        if self.outcome is Outcome.TIMED_OUT:
+            raise AtScaleWaitTimeoutError(self.message, self.batch_id)
+        if self.outcome is Outcome.ERROR or self.batch is None:
+            raise AtScaleError(f"Waiting on AtScale batch {self.batch_id} failed: {self.message}")
+        return AggregateBatch.from_api(self.batch)
+
 
 class StatusChangeLog:
     """
@@ -101,28 +197,175 @@ class StatusChangeLog:
         self._log = logger
         self._started_at = started_at
         self.last_status = last_status
+        self._seen_until: float | None = None
+
+    def seen_until(self, moment: float) -> None:
+        """
+        Take a status that began by ``moment`` as already logged, once: a trigger resumed after a triggerer
+        restart polls on the same schedule as before, so what its last poll before the restart saw was
+        logged then.
+
+        :param moment: the last poll before the restart, in seconds since the epoch.
+        """
+        self._seen_until = moment
 
     def observe(self, batch: AggregateBatch, now: float) -> None:
-        """Log the batch's status if it differs from the last one seen."""
+        """Log the batch's status if it differs from the last one reported."""
+        seen_until, self._seen_until = self._seen_until, None
         if batch.status == self.last_status:
             return
+        self.last_status = batch.status
+        began = status_began_at(batch)
+        if seen_until is not None and began is not None and began <= seen_until + RESUME_SKEW_TOLERANCE:
+            return
         self._log.info(
-            "AtScale batch %s is %s after %.0fs (estimate: %s)",
+            "AtScale batch %s is %s after %s (estimate: %s)",
             batch.id,
             batch.status,
-            max(0.0, now - self._started_at),
-            batch.estimate_time if batch.estimate_time is not None else "not given",
+            format_duration(max(0.0, now - self._started_at)),
+            batch.describe_estimate(),
         )
-        self.last_status = batch.status
+
+
+_NEVER = datetime(1971, 1, 1, tzinfo=timezone.utc)
+
+
+def status_began_at(batch: AggregateBatch) -> float | None:
+    """When the batch entered its current status, by AtScale's timestamps, if they tell."""
+    if batch.status_class is BatchStatusClass.IN_PROGRESS:
+        moment = batch.start_time or batch.create_date
+    else:
+        moment = batch.end_time
+    # A batch that never started carries 0001-01-01 as its start time.
+    return moment.timestamp() if moment is not None and moment > _NEVER else None
+
+
+class _Outage:
+    """A run of failed polls: when it began, and how long to wait before the next poll."""
+
+    def __init__(self, began: float, error: AtScaleError) -> None:
+        self.began = began
+        self.error = error
+        self.backoff = OUTAGE_FIRST_BACKOFF
+
+    def next_wait(self, poll_interval: float) -> float:
+        wait = min(self.backoff, poll_interval)
+        self.backoff *= 2
+        return wait
+
+
+def wait_for_batch(
+    plan: WaitPlan, logger: logging.Logger | Any, *, resumed: bool = False
+) -> Generator[Any, Any, WaitEvent]:
+    """
+    Poll a batch until it finishes or the deadline passes: a flow of :class:`Sleep` and :data:`POLL`.
+
+    :param plan: what to wait on and how.
+    :param logger: where status changes and outages are logged.
+    :param resumed: this wait takes over from an earlier one (a trigger rebuilt after a triggerer
+        restart): poll at once if a poll is due, and do not log again what the earlier one logged.
+    :return: how the wait ended; an error that will not pass is raised instead.
+    """
+    status_log = StatusChangeLog(logger, plan.started_at, plan.last_status)
+    now = _clock.now()
+    next_poll = min(plan.first_poll_at, plan.deadline)
+    if resumed and (seen := plan.slot_before(now)) is not None:
+        status_log.seen_until(seen)
+        next_poll = now
+    outage: _Outage | None = None
+    last_seen: AggregateBatch | None = None
+    while True:
+        if next_poll > now:
+            yield Sleep(next_poll - now)
+        reply = yield POLL
+        now = _clock.now()
+        if isinstance(reply, AtScaleError):
+            if not is_passing(reply):
+                raise reply
+            if outage is None:
+                outage = _Outage(now, reply)
+                logger.warning(
+                    "AtScale does not answer polls of batch %s (%s); polling on until %s, at most every %s",
+                    plan.batch_id,
+                    _short(reply),
+                    _iso(plan.deadline),
+                    format_duration(plan.poll_interval),
+                )
+            outage.error = reply
+            if now >= plan.deadline:
+                return _timed_out(plan, last_seen, outage)
+            next_poll = now + min(outage.next_wait(plan.poll_interval), plan.deadline - now)
+            continue
+        if outage is not None:
+            logger.warning(
+                "AtScale answers polls of batch %s again, after %s",
+                plan.batch_id,
+                format_duration(now - outage.began),
+            )
+            outage = None
+        last_seen = reply
+        status_log.observe(reply, now)
+        outcome = outcome_of(reply)
+        if outcome is not None:
+            return WaitEvent(outcome, reply.id, reply.to_api(), f"AtScale batch {reply.id} is {reply.status}")
+        if now >= plan.deadline:
+            return _timed_out(plan, last_seen, None)
+        next_poll = min(plan.slot_after(now), plan.deadline)
+
+
+def run_wait(flow: Generator[Any, Any, T], poll: Callable[[], AggregateBatch]) -> T:
+    """Drive a waiting flow on a worker: ``poll`` is a sync read of the batch."""
+    reply: Any = None
+    while True:
+        try:
+            instruction = flow.send(reply)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        if isinstance(instruction, Sleep):
+            _clock.sleep(instruction.seconds)
+            reply = None
+        else:
+            try:
+                reply = poll()
+            except AtScaleError as error:
+                reply = error
+
+
+async def arun_wait(flow: Generator[Any, Any, T], poll: Callable[[], Awaitable[AggregateBatch]]) -> T:
+    """Drive a waiting flow on the triggerer: ``poll`` is an async read of the batch."""
+    reply: Any = None
+    while True:
+        try:
+            instruction = flow.send(reply)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        if isinstance(instruction, Sleep):
+            await _clock.asleep(instruction.seconds)
+            reply = None
+        else:
+            try:
+                reply = await poll()
+            except AtScaleError as error:
+                reply = error
+
+
+def _timed_out(plan: WaitPlan, batch: AggregateBatch | None, outage: _Outage | None) -> WaitEvent:
+    message = timeout_message(plan.batch_id, batch.status if batch else plan.last_status, plan.timeout)
+    if outage is not None:
+        message += f" AtScale had not answered its polls for {format_duration(_clock.now() - outage.began)}: "
+        message += _short(outage.error)
+    return WaitEvent(Outcome.TIMED_OUT, plan.batch_id, batch.to_api() if batch else None, message)
 
 
 def timeout_message(batch_id: str, status: str | None, timeout: float) -> str:
     """The message for a wait that ran out of time."""
     return (
-        f"AtScale batch {batch_id} did not finish within {timeout:.0f}s "
+        f"AtScale batch {batch_id} did not finish within {format_duration(timeout)} "
         f"(last status: {status or 'unknown'}). "
-        "The build goes on in AtScale: the API has no cancel call. A retry of this task attaches to it "
-        "while it runs."
+        "The build goes on in AtScale: the API has no cancel call. A retry of this task resumes waiting on "
+        "it while it runs."
     )
 
 
@@ -170,9 +413,95 @@ def batch_from_event(event: Any) -> AggregateBatch:
     The batch a trigger event reports as finished; raises for a timeout, an error, or an event that is
     missing, malformed or of an unknown outcome.
     """
-    wait = WaitEvent.from_payload(event)
-    if wait.outcome is Outcome.TIMED_OUT:
-        raise AtScaleWaitTimeoutError(wait.message, wait.batch_id)
-    if wait.outcome is Outcome.ERROR or wait.batch is None:
-        raise AtScaleError(f"Waiting on AtScale batch {wait.batch_id} failed: {wait.message}")
-    return AggregateBatch.from_api(wait.batch)
+    return WaitEvent.from_payload(event).batch_or_raise()
+
+
+class BatchWaiting:
+    """
+    Waiting on a batch, for the operator and the sensor: on this worker, or deferred to the triggerer.
+
+    Both ways run :func:`wait_for_batch`. Mixed into a ``BaseOperator`` with ``atscale_conn_id`` and a
+    ``hook`` (an ``AtScaleHook``).
+    """
+
+    atscale_conn_id: str
+    hook: Any
+    log: Any
+
+    if TYPE_CHECKING:
+        # BaseOperator's, which this class is mixed with; declared only for the type checker, since a
+        # definition here would hide BaseOperator's.
+        def defer(self, *, trigger: Any, method_name: str, **kwargs: Any) -> NoReturn: ...
+
+    def defer_until_done(
+        self,
+        *,
+        catalog_id: str,
+        model_id: str,
+        batch_id: str,
+        poll_interval: float,
+        timeout: float,
+        last_status: str | None,
+    ) -> None:
+        """
+        Hand the wait to :class:`~airflow_provider_atscale.triggers.atscale.AtScaleAggregateBatchTrigger`;
+        the task resumes in ``execute_complete`` with its event.
+        """
+        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
+
+        started_at = _clock.now()
+        self.defer(
+            trigger=AtScaleAggregateBatchTrigger(
+                atscale_conn_id=self.atscale_conn_id,
+                catalog_id=catalog_id,
+                model_id=model_id,
+                batch_id=batch_id,
+                poll_interval=poll_interval,
+                deadline=started_at + timeout,
+                timeout=timeout,
+                started_at=started_at,
+                last_status=last_status,
+            ),
+            method_name="execute_complete",
+        )
+
+    def wait_here(
+        self,
+        *,
+        catalog_id: str,
+        model_id: str,
+        batch_id: str,
+        poll_interval: float,
+        timeout: float,
+        last_status: str | None,
+    ) -> AggregateBatch:
+        """Wait on this worker until the batch finishes; raises on a timeout or on an error that stays."""
+        started_at = _clock.now()
+        plan = WaitPlan(
+            batch_id=batch_id,
+            poll_interval=poll_interval,
+            deadline=started_at + timeout,
+            timeout=timeout,
+            started_at=started_at,
+            # The status was read just now: the first poll is one interval away, as every later one.
+            first_poll_at=started_at + poll_interval,
+            last_status=last_status,
+        )
+        event = run_wait(
+            wait_for_batch(plan, self.log),
+            lambda: self.hook.get_aggregate_batch(catalog_id, model_id, batch_id),
+        )
+        return event.batch_or_raise()
+
+    def batch_from_event(self, event: Any) -> AggregateBatch:
+        """The batch the trigger's event reports as finished (see :func:`batch_from_event`)."""
+        return batch_from_event(event)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -108,6 +108,9 @@ def emulator(
     from airflow_provider_atscale import _clock
 
     emulator_server.reset()
+    # Back to real time: Airflow stamps its own dates (a try's start) with the real clock, and a test may
+    # compare them with AtScale's, as a retry looking for its build does.
+    emulator_clock.rewind()
     monkeypatch.setenv(
         "AIRFLOW_CONN_ATSCALE_DEFAULT",
         connection_uri(host=emulator_server.url, password=emulator_server.token),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_atscale.emulator import DEFAULT_MODEL_ID, FAILING_MODEL_ID, SECOND_MODEL_ID
-from tests.compat import only_on_airflow_3, skip_on
+from tests.compat import AIRFLOW_V_3_3_PLUS, only_on_airflow_3, skip_on
 from tests.dag_runs import load_dag, task_states, xcoms
 
 if TYPE_CHECKING:
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 TRIGGER_PATH = "/v1/aggregates-batch/"
+
+only_on_airflow_3_3 = pytest.mark.skipif(
+    not AIRFLOW_V_3_3_PLUS, reason="Airflow 3.3 and later: only its task state store records a finished build"
+)
 
 
 def run(dag_id: str, **kwargs: Any) -> Any:
@@ -38,7 +42,7 @@ class TestTemplating:
         assert posted_bodies(emulator) == [
             {"gracePeriodOverrides": {"factinternetsales": 30, "factresellersales": 0}}
         ]
-        (post,) = [r for r in emulator.requests if r.method == "POST"]
+        (post,) = [r for r in emulator.requests if r.method == "POST" and r.path.startswith(TRIGGER_PATH)]
         assert post.query == {"isFullBuild": "false"}
 
     def test_one_template_rendering_to_a_json_object(
@@ -102,28 +106,150 @@ class WorkerDied(Exception):
     """Stands for a worker lost while the task waited."""
 
 
-def test_a_retried_task_attaches_to_the_running_batch(
-    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def builds_posted(emulator: EmulatorServer) -> int:
+    return emulator.count_requests("POST", TRIGGER_PATH)
+
+
+def die_on_first_sleep(monkeypatch: pytest.MonkeyPatch, advance: float = 0.0) -> None:
+    """The first wait of the first try: let ``advance`` seconds pass, then lose the worker."""
     from airflow_provider_atscale import _clock
 
     real_sleep = _clock.sleep
-    calls = []
+    calls: list[float] = []
 
     def sleep_then_die_once(seconds: float) -> None:
         calls.append(seconds)
         if len(calls) == 1:
+            real_sleep(advance)
             raise WorkerDied("the worker went away mid-wait")
         real_sleep(seconds)
 
     monkeypatch.setattr(_clock, "sleep", sleep_then_die_once)
 
-    dag_run = run("atscale_test_retry")
+
+def outage_during_the_wait(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> list[float]:
+    """
+    AtScale answers 503 to everything from the provider's first wait on, for ``seconds`` of its clock.
+
+    :return: the outage's start and end, filled in as they happen.
+    """
+    from airflow_provider_atscale import _clock
+    from airflow_provider_atscale.emulator import FaultConfig
+
+    sleep, asleep, now = _clock.sleep, _clock.asleep, _clock.now
+    window: list[float] = []
+
+    def follow_the_outage() -> None:
+        if not window:
+            window.append(now())
+            emulator.set_faults(FaultConfig(rate_503=1.0))
+        elif len(window) == 1 and now() >= window[0] + seconds:
+            window.append(now())
+            emulator.set_faults(None)
+
+    def sleep_in_outage(delay: float) -> None:
+        sleep(delay)
+        follow_the_outage()
+
+    async def asleep_in_outage(delay: float) -> None:
+        await asleep(delay)
+        follow_the_outage()
+
+    monkeypatch.setattr(_clock, "sleep", sleep_in_outage)
+    monkeypatch.setattr(_clock, "asleep", asleep_in_outage)
+    return window
+
+
+class TestRetries:
+    def test_a_retry_after_the_worker_died_mid_wait_resumes_the_same_batch(
+        self, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        die_on_first_sleep(monkeypatch)
+
+        dag_run = run("atscale_test_retry")
+
+        assert dag_run.state == "success"
+        assert task_states("atscale_test_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
+        assert builds_posted(emulator) == 1
+        (batch,) = emulator.batches_created()
+        assert xcoms("atscale_test_retry", dag_run.run_id)[("build", -1, "batch_id")] == batch.id
+
+    @pytest.mark.parametrize("skew", [-3.0, 3.0], ids=["atscale-3s-behind", "atscale-3s-ahead"])
+    def test_a_retry_after_the_first_try_timed_out_resumes_the_same_batch(
+        self, emulator: EmulatorServer, skew: float
+    ) -> None:
+        from airflow_provider_atscale.emulator import FaultConfig
+
+        emulator.set_faults(FaultConfig(clock_offset_seconds=skew))
+
+        dag_run = run("atscale_test_timeout_retry")
+
+        assert dag_run.state == "success"
+        assert task_states("atscale_test_timeout_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
+        assert builds_posted(emulator) == 1
+        (batch,) = emulator.batches_created()
+        values = xcoms("atscale_test_timeout_retry", dag_run.run_id)
+        assert values[("build", -1, "batch_id")] == batch.id
+        assert values[("build", -1, "batch_status")] == "done"
+
+    @only_on_airflow_3_3
+    def test_a_retry_after_the_batch_finished_good_does_not_post(
+        self, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # The worker is lost after the build finished (110 s) but before the task heard of it.
+        die_on_first_sleep(monkeypatch, advance=300)
+
+        dag_run = run("atscale_test_retry")
+
+        assert dag_run.state == "success"
+        assert task_states("atscale_test_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
+        assert builds_posted(emulator) == 1
+        (batch,) = emulator.batches_created()
+        values = xcoms("atscale_test_retry", dag_run.run_id)
+        assert (values[("build", -1, "batch_id")], values[("build", -1, "batch_status")]) == (
+            batch.id,
+            "done",
+        )
+        assert f"AtScale batch {batch.id}, which an earlier try of this task started, finished done" in (
+            capsys.readouterr().out
+        )
+
+    def test_a_first_try_beside_a_running_build_of_the_model_posts_its_own_with_its_overrides(
+        self, emulator: EmulatorServer
+    ) -> None:
+        dag_run = run("atscale_test_beside_another_build")
+
+        assert dag_run.state == "success"
+        assert posted_bodies(emulator) == [
+            {"gracePeriodOverrides": {}},
+            {"gracePeriodOverrides": {"factinternetsales": 30}},
+        ]
+        other, ours = emulator.batches_created()
+        assert dict(ours.grace_period_overrides) == {"factinternetsales": 30}
+        values = xcoms("atscale_test_beside_another_build", dag_run.run_id)
+        assert values[("other", -1, "batch_id")] == other.id
+        assert values[("ours", -1, "batch_id")] == ours.id
+        assert values[("ours", -1, "batch_status")] == "done"
+
+
+@pytest.mark.parametrize("mode", ["sync", "deferrable"])
+def test_a_60s_outage_during_the_wait_ends_in_success_on_the_first_try(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    dag_id = f"atscale_test_full_build_{mode}"
+    window = outage_during_the_wait(emulator, monkeypatch, seconds=60)
+
+    dag_run = run(dag_id)
 
     assert dag_run.state == "success"
-    assert task_states("atscale_test_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
-    assert emulator.count_requests("POST", TRIGGER_PATH) == 1
-    assert len(emulator.batches_created()) == 1
+    assert task_states(dag_id, dag_run.run_id)[("build", -1)] == ("success", 1)
+    began, ended = window
+    assert ended - began >= 60, "the outage happened and lasted a minute"
+    assert emulator.count_requests(status=503) > 0
+    assert builds_posted(emulator) == 1
+    assert xcoms(dag_id, dag_run.run_id)[("build", -1, "batch_status")] == "done"
 
 
 def asset_links() -> set[tuple[str, str, str]]:
@@ -184,7 +310,7 @@ class TestExampleDags:
         assert etl_run.state == "success"
         assert asset_links() == {("atscale_sales_etl", "sales_warehouse", "atscale_post_etl_full_rebuild")}
         assert rebuild_run.state == "success"
-        (post,) = [r for r in emulator.requests if r.method == "POST"]
+        (post,) = [r for r in emulator.requests if r.method == "POST" and r.path.startswith(TRIGGER_PATH)]
         assert post.query == {"isFullBuild": "true"}
         assert xcoms(rebuild.dag_id, rebuild_run.run_id)[("full_rebuild", -1, "batch_status")] == "done"
 

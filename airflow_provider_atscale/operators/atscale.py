@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_atscale import _clock
-from airflow_provider_atscale._compat import BaseOperator, Context, conf
-from airflow_provider_atscale._validation import (
-    check_overrides_allowed,
-    normalize_full_build,
-    normalize_grace_period_overrides,
-    validate_id,
-    validate_positive_seconds,
+from airflow_provider_atscale._compat import (
+    BaseOperator,
+    Context,
+    conf,
+    first_try_started_at,
+    try_number,
+    try_started_at,
 )
+from airflow_provider_atscale._durable import BuildRecord, BuildStore, Window, adoption_window
+from airflow_provider_atscale._validation import BuildRequest, validate_positive_seconds
 from airflow_provider_atscale._waiting import (
-    StatusChangeLog,
-    batch_from_event,
+    BatchWaiting,
+    Outcome,
+    is_passing,
     outcome_of,
     raise_unless_succeeded,
-    timeout_message,
 )
-from airflow_provider_atscale.errors import AtScaleWaitTimeoutError
+from airflow_provider_atscale.errors import AtScaleError, AtScaleNotFoundError
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.batches import AggregateBatch
@@ -37,29 +38,7 @@ DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_TIMEOUT = timedelta(days=1).total_seconds()
 
 
-@dataclass(frozen=True)
-class BuildRequest:
-    """
-    A checked build request: what the operator's rendered arguments ask for.
-
-    :param catalog_id: the catalog's id.
-    :param model_id: the model's id.
-    :param full_build: a full build rather than an incremental one.
-    :param grace_period_overrides: dataset name to grace period (incremental builds only).
-    """
-
-    catalog_id: str
-    model_id: str
-    full_build: bool
-    grace_period_overrides: Mapping[str, int]
-
-    @property
-    def build_type(self) -> str:
-        """``full`` or ``incremental``, for logs."""
-        return "full" if self.full_build else "incremental"
-
-
-class AtScaleAggregateBuildOperator(BaseOperator):
+class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
     """
     Start a full or incremental build of an AtScale model's aggregates and wait for it to finish.
 
@@ -67,10 +46,15 @@ class AtScaleAggregateBuildOperator(BaseOperator):
     build starts, before any waiting. On success ``batch_status`` holds the final status and the task
     returns the final batch object as AtScale sent it. A failed batch fails the task with every failing
     aggregate's table and AtScale's message; a status this provider does not know fails it too (never
-    taken for success); running out of ``timeout`` fails it saying the build goes on in AtScale.
+    taken for success); running out of ``timeout`` fails it saying the build goes on in AtScale. Polls that
+    fail in a way that may pass (no answer, 429, 5xx) do not end the wait before ``timeout``.
 
-    Retries never build twice: with ``reuse_running_batch`` a retried task attaches to the batch of the
-    same model and build type that is still running and was created since the DAG run started.
+    A retried task resumes exactly its own build (``durable``): on Airflow 3.3 and later the build it
+    posted is recorded in the task instance's state store, and a later try waits on that batch (still
+    running), finishes with it (finished good), or starts a new build (finished bad). Without a record (an
+    older Airflow, or a worker lost between the POST and the record) a retry looks in batch history for a
+    running build of this model and build type created during this task instance's tries. A first try
+    always starts its own build, with its own overrides.
 
     :param catalog_id: the catalog's id. Templated.
     :param model_id: the model's id. Templated.
@@ -87,8 +71,8 @@ class AtScaleAggregateBuildOperator(BaseOperator):
     :param timeout: seconds to wait for the batch before failing (default a day).
     :param deferrable: wait on the triggerer instead of a worker slot; default from Airflow's
         ``[operators] default_deferrable``.
-    :param reuse_running_batch: before starting a build, attach to a running batch of the same model and
-        build type created since the DAG run started (default ``True``).
+    :param durable: a retry resumes the build an earlier try of this task instance started instead of
+        starting another (default ``True``, Airflow's name for this behaviour); ``False``: every try posts.
     """
 
     template_fields: Sequence[str] = ("catalog_id", "model_id", "full_build", "grace_period_overrides")
@@ -107,7 +91,7 @@ class AtScaleAggregateBuildOperator(BaseOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        reuse_running_batch: bool = True,
+        durable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -120,7 +104,7 @@ class AtScaleAggregateBuildOperator(BaseOperator):
         self.poll_interval = validate_positive_seconds("poll_interval", poll_interval)
         self.timeout = validate_positive_seconds("timeout", timeout)
         self.deferrable = deferrable
-        self.reuse_running_batch = reuse_running_batch
+        self.durable = durable
         self.batch_id: str | None = None
 
     @cached_property
@@ -132,38 +116,63 @@ class AtScaleAggregateBuildOperator(BaseOperator):
 
     def build_request(self) -> BuildRequest:
         """Check the rendered arguments; raises before anything is sent to AtScale."""
-        full_build = normalize_full_build(self.full_build)
-        overrides = normalize_grace_period_overrides(self.grace_period_overrides)
-        check_overrides_allowed(full_build, overrides)
-        return BuildRequest(
-            catalog_id=validate_id("catalog_id", self.catalog_id),
-            model_id=validate_id("model_id", self.model_id),
-            full_build=full_build,
-            grace_period_overrides=overrides,
+        return BuildRequest.checked(
+            catalog_id=self.catalog_id,
+            model_id=self.model_id,
+            full_build=self.full_build,
+            grace_period_overrides=self.grace_period_overrides,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = self.build_request()
-        batch = self._running_batch(context, request) if self.reuse_running_batch else None
-        if batch is None:
-            batch = self.start_build(request)
-        self.batch_id = batch.id
-        self.push_batch(context, batch)
-        if not self.wait_for_completion:
-            return batch.to_api()
-        started_at = _clock.now()
-        if self.deferrable and outcome_of(batch) is None:
-            self._defer_until_done(request, batch, started_at)
-        return self.complete(context, self.wait_until_done(request, batch, started_at))
+        store = BuildStore.of(context) if self.durable else None
+        batch_id, batch = self._own_batch(context, request, store)
+        self.batch_id = batch_id
+        context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch_id)
+        if batch is not None and (not self.wait_for_completion or outcome_of(batch) is not None):
+            return self.complete(context, batch)
+        if batch is not None:
+            context["ti"].xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
+        last_status = batch.status if batch is not None else None
+        if self.deferrable:
+            self.defer_until_done(
+                catalog_id=request.catalog_id,
+                model_id=request.model_id,
+                batch_id=batch_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                last_status=last_status,
+            )
+        return self.complete(
+            context,
+            self.wait_here(
+                catalog_id=request.catalog_id,
+                model_id=request.model_id,
+                batch_id=batch_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                last_status=last_status,
+            ),
+        )
 
-    def start_build(self, request: BuildRequest) -> AggregateBatch:
-        """Post the build and log one line about the new batch."""
+    def start_build(self, request: BuildRequest, store: BuildStore | None = None) -> AggregateBatch:
+        """
+        Post the build and log one line about the new batch; with a store, record it before and after.
+
+        :param request: the checked build request.
+        :param store: the task instance's build record, where Airflow keeps one.
+        """
+        record = BuildRecord.posting(request)
+        if store is not None:
+            store.save(record)
         batch = self.hook.trigger_aggregate_build(
             request.catalog_id,
             request.model_id,
             full_build=request.full_build,
             grace_period_overrides=request.grace_period_overrides,
         )
+        if store is not None:
+            store.save(record.started(batch.id))
         self.log.info(
             "Started %s AtScale build of model %s in catalog %s: batch %s, status %s, estimate %s",
             request.build_type,
@@ -171,37 +180,26 @@ class AtScaleAggregateBuildOperator(BaseOperator):
             request.catalog_id,
             batch.id,
             batch.status,
-            batch.estimate_time if batch.estimate_time is not None else "not given",
+            batch.describe_estimate(),
         )
         return batch
 
-    def push_batch(self, context: Context, batch: AggregateBatch) -> None:
-        """Push the batch id and status to XCom, so downstream tasks have them while the build runs."""
-        ti = context["ti"]
-        ti.xcom_push(key=XCOM_BATCH_ID, value=batch.id)
-        ti.xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
-
-    def wait_until_done(
-        self, request: BuildRequest, batch: AggregateBatch, started_at: float
-    ) -> AggregateBatch:
-        """Poll the batch on this worker until it leaves the in-progress statuses or the timeout passes."""
-        deadline = started_at + self.timeout
-        status_log = StatusChangeLog(self.log, started_at, last_status=batch.status)
-        while outcome_of(batch) is None:
-            now = _clock.now()
-            if now >= deadline:
-                raise AtScaleWaitTimeoutError(timeout_message(batch.id, batch.status, self.timeout), batch.id)
-            _clock.sleep(min(self.poll_interval, deadline - now))
-            batch = self.hook.get_aggregate_batch(request.catalog_id, request.model_id, batch.id)
-            status_log.observe(batch, _clock.now())
-        return batch
-
     def complete(self, context: Context, batch: AggregateBatch) -> dict[str, Any]:
-        """Finish with a batch that left the in-progress statuses: push its status, return it or fail."""
+        """
+        Finish with a batch: push its status, then return it, or fail if it ended badly.
+
+        With ``wait_for_completion=False`` the batch may still run; the task is done with it all the same.
+        """
         self.batch_id = batch.id
         context["ti"].xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
-        raise_unless_succeeded(batch, self.hook, self.log)
-        self.log.info("AtScale batch %s finished: %s", batch.id, batch.status)
+        if self.wait_for_completion:
+            raise_unless_succeeded(batch, self.hook, self.log)
+            self.log.info("AtScale batch %s finished: %s", batch.id, batch.status)
+        store = BuildStore.of(context) if self.durable else None
+        record = store.load() if store is not None else None
+        if store is not None and record is not None and record.batch_id == batch.id:
+            # This run of the task is done with the batch: a later run (a clear) builds anew.
+            store.save(record.done())
         return batch.to_api()
 
     def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
@@ -211,7 +209,7 @@ class AtScaleAggregateBuildOperator(BaseOperator):
         :param context: the task context.
         :param event: the trigger event's payload.
         """
-        return self.complete(context, batch_from_event(event))
+        return self.complete(context, self.batch_from_event(event))
 
     def on_kill(self) -> None:
         """AtScale's API cannot cancel a batch: say so, with the batch id, so nobody assumes it stopped."""
@@ -221,45 +219,118 @@ class AtScaleAggregateBuildOperator(BaseOperator):
                 self.batch_id,
             )
 
-    def _defer_until_done(self, request: BuildRequest, batch: AggregateBatch, started_at: float) -> None:
-        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
+    def _own_batch(
+        self, context: Context, request: BuildRequest, store: BuildStore | None
+    ) -> tuple[str, AggregateBatch | None]:
+        """
+        The batch this try follows: one an earlier try started, where it can be told, else a new build.
 
-        self.defer(
-            trigger=AtScaleAggregateBatchTrigger(
-                atscale_conn_id=self.atscale_conn_id,
-                catalog_id=request.catalog_id,
-                model_id=request.model_id,
-                batch_id=batch.id,
-                poll_interval=self.poll_interval,
-                deadline=started_at + self.timeout,
-                timeout=self.timeout,
-                started_at=started_at,
-                last_status=batch.status,
-            ),
-            method_name="execute_complete",
-        )
+        :return: the batch id, and the batch (``None`` when its status could not be read just now).
+        """
+        if self.durable:
+            record = store.load() if store is not None else None
+            if record is not None and not record.finished:
+                if not record.asks_for(request):
+                    self.log.warning(
+                        "An earlier try of this task asked for %s (batch %s); this one asks for %s: starting "
+                        "a new build",
+                        record.describe(),
+                        record.batch_id or "unknown",
+                        BuildRecord.posting(request).describe(),
+                    )
+                elif record.batch_id is not None:
+                    resumed = self._resume(request, record.batch_id)
+                    if resumed is not None:
+                        return resumed
+                else:
+                    # The worker was lost between the POST and the record of its answer.
+                    window = adoption_window(
+                        record.posting_at,
+                        try_started_at(context) or _clock.now(),
+                        "after an earlier try of this task posted a build and was lost before recording "
+                        "AtScale's answer",
+                    )
+                    if (found := self._find_own_batch(request, window)) is not None:
+                        return found.id, found
+            elif (
+                store is None
+                and try_number(context) > 1
+                and (found := self._find_from_retry(context, request))
+            ):
+                return found.id, found
+        batch = self.start_build(request, store)
+        return batch.id, batch
 
-    def _running_batch(self, context: Context, request: BuildRequest) -> AggregateBatch | None:
-        since = _dag_run_start(context)
-        if since is None:
+    def _resume(self, request: BuildRequest, batch_id: str) -> tuple[str, AggregateBatch | None] | None:
+        """The recorded batch to go on with, or ``None`` to start a new build (saying why)."""
+        try:
+            batch = self.hook.get_aggregate_batch(request.catalog_id, request.model_id, batch_id)
+        except AtScaleNotFoundError as error:
+            self.log.warning(
+                "AtScale batch %s, which an earlier try of this task started, cannot be found (%s): starting "
+                "a new build",
+                batch_id,
+                error,
+            )
             return None
+        except AtScaleError as error:
+            if not is_passing(error) or not self.wait_for_completion:
+                raise
+            self.log.warning(
+                "Resuming AtScale batch %s, which an earlier try of this task started; its status cannot be "
+                "read now (%s), so waiting on it",
+                batch_id,
+                error,
+            )
+            return batch_id, None
+        outcome = outcome_of(batch)
+        if outcome is None:
+            self.log.info(
+                "Resuming AtScale batch %s (%s), which an earlier try of this task started: no new build",
+                batch.id,
+                batch.status,
+            )
+        elif outcome is Outcome.SUCCEEDED:
+            self.log.info(
+                "AtScale batch %s, which an earlier try of this task started, finished %s: no new build",
+                batch.id,
+                batch.status,
+            )
+        else:
+            self.log.warning(
+                "AtScale batch %s, which an earlier try of this task started, ended %s: starting a new build",
+                batch.id,
+                batch.status,
+            )
+            return None
+        return batch.id, batch
+
+    def _find_from_retry(self, context: Context, request: BuildRequest) -> AggregateBatch | None:
+        """Where Airflow keeps no record: look for the build in the window of this task instance's tries."""
+        first = first_try_started_at(context)
+        if first is None:
+            return None
+        since, what = first
+        window = adoption_window(since, try_started_at(context) or _clock.now(), f"since {what}")
+        return self._find_own_batch(request, window)
+
+    def _find_own_batch(self, request: BuildRequest, window: Window) -> AggregateBatch | None:
         batch = self.hook.find_running_batch(
-            request.catalog_id, request.model_id, full_build=request.full_build, created_since=since
+            request.catalog_id,
+            request.model_id,
+            full_build=request.full_build,
+            created_since=window.since,
+            created_until=window.until,
         )
         if batch is not None:
-            self.log.info(
-                "Attaching to AtScale batch %s (%s, created %s): a %s build of model %s already running "
-                "since this DAG run started, so no second build is started",
+            self.log.warning(
+                "Resuming AtScale batch %s (%s, created %s): %s of model %s created %s, taken for the build "
+                "an earlier try of this task started; no new build",
                 batch.id,
                 batch.status,
                 batch.create_date,
-                request.build_type,
+                request.describe_build_type(),
                 request.model_id,
+                window.why,
             )
         return batch
-
-
-def _dag_run_start(context: Context) -> datetime | None:
-    dag_run = context.get("dag_run")
-    start = getattr(dag_run, "start_date", None)
-    return start if isinstance(start, datetime) and start.tzinfo is not None else None

@@ -9,19 +9,23 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._compat import BaseSensorOperator, Context, conf
 from airflow_provider_atscale._validation import validate_id, validate_positive_seconds
-from airflow_provider_atscale._waiting import batch_from_event, outcome_of, raise_unless_succeeded
+from airflow_provider_atscale._waiting import BatchWaiting, is_passing, outcome_of, raise_unless_succeeded
+from airflow_provider_atscale.batches import format_duration
+from airflow_provider_atscale.errors import AtScaleError
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
 
-class AtScaleAggregateBatchSensor(BaseSensorOperator):
+class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
     """
     Wait until an AtScale batch finishes; a failed batch fails the sensor at once.
 
     Succeeds when the batch reaches a finished-good status (``done``, ``success``, ``active``) and returns
     the batch object. A failed status, or one this provider does not know, fails the sensor immediately
-    with every failing aggregate's table and AtScale's message, instead of poking until the timeout.
+    with every failing aggregate's table and AtScale's message, instead of poking until the timeout. A poke
+    that fails in a way that may pass (no answer, 429, 5xx) counts as "not yet": the outage is logged when
+    it starts and when it ends, and only the sensor's ``timeout`` ends the wait.
 
     :param catalog_id: the catalog's id. Templated.
     :param model_id: the model's id. Templated.
@@ -52,6 +56,7 @@ class AtScaleAggregateBatchSensor(BaseSensorOperator):
         self.atscale_conn_id = atscale_conn_id
         self.deferrable = deferrable
         validate_positive_seconds("poke_interval", self.poke_interval)
+        self._outage_since: float | None = None
 
     @cached_property
     def hook(self) -> AtScaleHook:
@@ -69,30 +74,40 @@ class AtScaleAggregateBatchSensor(BaseSensorOperator):
         self._check_ids()
         if not self.deferrable:
             return super().execute(context)
-        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
-
-        started_at = _clock.now()
-        self.defer(
-            trigger=AtScaleAggregateBatchTrigger(
-                atscale_conn_id=self.atscale_conn_id,
-                catalog_id=self.catalog_id,
-                model_id=self.model_id,
-                batch_id=self.batch_id,
-                poll_interval=float(self.poke_interval),
-                deadline=started_at + float(self.timeout),
-                timeout=float(self.timeout),
-                started_at=started_at,
-            ),
-            method_name="execute_complete",
+        self.defer_until_done(
+            catalog_id=self.catalog_id,
+            model_id=self.model_id,
+            batch_id=self.batch_id,
+            poll_interval=float(self.poke_interval),
+            timeout=float(self.timeout),
+            last_status=None,
         )
 
     def poke(self, context: Context) -> Any:
         from airflow_provider_atscale._compat import PokeReturnValue
 
-        batch = self.hook.get_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
-        outcome = outcome_of(batch)
+        try:
+            batch = self.hook.get_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
+        except AtScaleError as error:
+            if not is_passing(error):
+                raise
+            if self._outage_since is None:
+                self._outage_since = _clock.now()
+                self.log.warning(
+                    "AtScale does not answer pokes of batch %s (%s); poking on until the sensor's timeout",
+                    self.batch_id,
+                    error,
+                )
+            return False
+        if self._outage_since is not None:
+            self.log.warning(
+                "AtScale answers pokes of batch %s again, after %s",
+                self.batch_id,
+                format_duration(_clock.now() - self._outage_since),
+            )
+            self._outage_since = None
         self.log.info("AtScale batch %s is %s", batch.id, batch.status)
-        if outcome is None:
+        if outcome_of(batch) is None:
             return False
         raise_unless_succeeded(batch, self.hook, self.log)
         return PokeReturnValue(is_done=True, xcom_value=batch.to_api())
@@ -104,7 +119,7 @@ class AtScaleAggregateBatchSensor(BaseSensorOperator):
         :param context: the task context.
         :param event: the trigger event's payload.
         """
-        batch = batch_from_event(event)
+        batch = self.batch_from_event(event)
         raise_unless_succeeded(batch, self.hook, self.log)
         self.log.info("AtScale batch %s finished: %s", batch.id, batch.status)
         return batch.to_api()

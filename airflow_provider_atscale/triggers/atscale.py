@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._compat import BaseTrigger, TriggerEvent
-from airflow_provider_atscale._waiting import Outcome, StatusChangeLog, WaitEvent, outcome_of, timeout_message
+from airflow_provider_atscale._waiting import Outcome, WaitEvent, WaitPlan, arun_wait, wait_for_batch
 from airflow_provider_atscale.errors import AtScaleError
+
+if TYPE_CHECKING:
+    from airflow_provider_atscale.batches import AggregateBatch
 
 
 class AtScaleAggregateBatchTrigger(BaseTrigger):
@@ -18,7 +21,9 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
 
     The event's payload names the outcome (``succeeded``, ``failed``, ``unknown_status``, ``timed_out``
     or ``error``) and carries the batch as last seen. The deadline is enforced here rather than by
-    ``defer(timeout=...)``, so the task's ``execute_complete`` always runs and can say what happened.
+    ``defer(timeout=...)``, so the task's ``execute_complete`` always runs and can say what happened. Polls
+    that fail in a way that may pass (no answer, 429, 5xx) do not end the wait before the deadline (see
+    :func:`~airflow_provider_atscale._waiting.wait_for_batch`, the loop the worker-side wait runs too).
 
     One HTTP client is opened per trigger and reused for every poll; every argument is plain JSON, so the
     trigger survives a triggerer restart (it is rebuilt from :meth:`serialize`).
@@ -31,7 +36,7 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
     :param deadline: when to give up, in seconds since the epoch.
     :param timeout: the allowed wait in seconds, for the timeout message.
     :param started_at: when waiting began, in seconds since the epoch, for elapsed times in logs.
-    :param last_status: the status already logged by the task, so it is not logged again.
+    :param last_status: the status the task reported before deferring, so it is not logged again.
     """
 
     def __init__(
@@ -82,45 +87,39 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
         request. Triggers deferred together (mapped tasks, a busy hour) would poll in lock-step for ever
         if each waited exactly one interval, so the first wait is spread over the second half of the
         interval. The point depends only on the batch id, so a trigger rebuilt after a triggerer restart
-        keeps it; a restart after that time polls at once.
+        keeps it and with it the whole poll schedule.
         """
         spread = zlib.crc32(self.batch_id.encode()) / 2**32
         return self.started_at + self.poll_interval * (1.0 - 0.5 * spread)
+
+    def plan(self) -> WaitPlan:
+        """This trigger's wait."""
+        return WaitPlan(
+            batch_id=self.batch_id,
+            poll_interval=self.poll_interval,
+            deadline=self.deadline,
+            timeout=self.timeout,
+            started_at=self.started_at,
+            first_poll_at=self.first_poll_at(),
+            last_status=self.last_status,
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
         hook = AtScaleHook(atscale_conn_id=self.atscale_conn_id)
-        status_log = StatusChangeLog(self.log, self.started_at, self.last_status)
+        plan = self.plan()
+        # Past its first poll, this trigger takes over from one a triggerer restart stopped (or it was
+        # picked up late): it polls at once, and leaves unlogged what the earlier one saw.
+        resumed = _clock.now() > plan.first_poll_at
+
+        async def poll() -> AggregateBatch:
+            return await hook.aget_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
+
         try:
-            event = await self._wait(hook, status_log)
+            event = await arun_wait(wait_for_batch(plan, self.log, resumed=resumed), poll)
+        except AtScaleError as error:
+            event = WaitEvent(Outcome.ERROR, self.batch_id, None, str(error))
         finally:
             await hook.aclose()
         yield TriggerEvent(event.to_payload())  # type: ignore[no-untyped-call]
-
-    async def _wait(self, hook: Any, status_log: StatusChangeLog) -> WaitEvent:
-        delay = min(self.first_poll_at(), self.deadline) - _clock.now()
-        if delay > 0:
-            await _clock.asleep(delay)
-        while True:
-            try:
-                batch = await hook.aget_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
-            except AtScaleError as error:
-                return WaitEvent(Outcome.ERROR, self.batch_id, None, str(error))
-            now = _clock.now()
-            status_log.observe(batch, now)
-            # Persist what was logged, so a trigger rebuilt from serialize() does not log it again.
-            self.last_status = status_log.last_status
-            outcome = outcome_of(batch)
-            if outcome is not None:
-                return WaitEvent(
-                    outcome, batch.id, batch.to_api(), f"AtScale batch {batch.id} is {batch.status}"
-                )
-            if now >= self.deadline:
-                return WaitEvent(
-                    Outcome.TIMED_OUT,
-                    batch.id,
-                    batch.to_api(),
-                    timeout_message(batch.id, batch.status, self.timeout),
-                )
-            await _clock.asleep(min(self.poll_interval, max(0.0, self.deadline - now)))

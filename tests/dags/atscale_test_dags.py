@@ -82,3 +82,30 @@ with DAG("atscale_test_retry", schedule=None, start_date=START):
         retries=1,
         retry_delay=timedelta(0),
     )
+
+with DAG("atscale_test_timeout_retry", schedule=None, start_date=START):
+    # Builds take 110 s in the emulator: the first try times out, the retry resumes the same batch.
+    AtScaleAggregateBuildOperator(
+        task_id="build",
+        catalog_id=CATALOG_ID,
+        model_id=MODEL_ID,
+        full_build=True,
+        poll_interval=30,
+        timeout=60,
+        retries=1,
+        retry_delay=timedelta(0),
+    )
+
+with DAG("atscale_test_beside_another_build", schedule=None, start_date=START):
+    # Another task starts a build of the same model first, without overrides, and leaves it running.
+    other = AtScaleAggregateBuildOperator(
+        task_id="other", catalog_id=CATALOG_ID, model_id=MODEL_ID, wait_for_completion=False
+    )
+    ours = AtScaleAggregateBuildOperator(
+        task_id="ours",
+        catalog_id=CATALOG_ID,
+        model_id=MODEL_ID,
+        grace_period_overrides={"factinternetsales": 30},
+        poll_interval=30,
+    )
+    other >> ours
