@@ -18,12 +18,14 @@ install: $(INSTALLED)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/deptry airflow_provider_atscale
 
 typecheck: install
 	$(BIN)/mypy
 
+# The suite, with the package's line and branch coverage reported (files at 100% left out of the table).
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest --cov=airflow_provider_atscale --cov-branch --cov-report=term-missing:skip-covered
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh

@@ -109,20 +109,17 @@ def first_try_started_at(context: Any) -> tuple[float, str] | None:
     """
     ti = context.get("ti")
     if not AIRFLOW_V_3_0_PLUS and ti is not None:
-        from airflow.models.taskinstancehistory import TaskInstanceHistory
+        from airflow.models.taskinstancehistory import TaskInstanceHistory as History
         from airflow.utils.session import create_session
-        from sqlalchemy import func, select
 
-        history = TaskInstanceHistory
         with create_session() as session:
-            first = session.scalar(
-                select(func.min(history.start_date)).where(
-                    history.dag_id == ti.dag_id,
-                    history.task_id == ti.task_id,
-                    history.run_id == ti.run_id,
-                    history.map_index == ti.map_index,
-                )
+            tries = session.query(History.start_date).filter(
+                History.dag_id == ti.dag_id,
+                History.task_id == ti.task_id,
+                History.run_id == ti.run_id,
+                History.map_index == ti.map_index,
             )
+            first = min((start for (start,) in tries if start is not None), default=None)
         if isinstance(first, datetime):
             return _aware(first).timestamp(), "this task instance's first try started"
     start = getattr(context.get("dag_run"), "start_date", None)

@@ -64,6 +64,30 @@ class BuildRequest:
         return "a full build" if self.full_build else "an incremental build"
 
 
+@dataclass(frozen=True)
+class BatchRef:
+    """
+    A checked reference to one batch of one model.
+
+    :param catalog_id: the catalog's id.
+    :param model_id: the model's id.
+    :param batch_id: the batch's id.
+    """
+
+    catalog_id: str
+    model_id: str
+    batch_id: str
+
+    @classmethod
+    def checked(cls, *, catalog_id: object, model_id: object, batch_id: object) -> BatchRef:
+        """Check the ids; raises before anything is sent to AtScale."""
+        return cls(
+            catalog_id=validate_id("catalog_id", catalog_id),
+            model_id=validate_id("model_id", model_id),
+            batch_id=validate_id("batch_id", batch_id),
+        )
+
+
 # Ids become URL path segments: anything that would change the URL's meaning is refused, not escaped.
 _ID_FORBIDDEN = re.compile(r"[\s/\\?#%]")
 _NON_NEGATIVE_INTEGER = re.compile(r"\d+")

@@ -2,13 +2,15 @@
 Waiting on a batch: the one loop that polls it, written once for the worker and the triggerer, and what its
 end means (outcomes, the trigger event's shape, failure messages). No HTTP here.
 
-:func:`wait_for_batch` is a transport-free flow: it yields :class:`Sleep` (wait this long) and :data:`POLL`
-(read the batch now, and send back the batch or the ``AtScaleError`` that reading it raised), and returns a
-:class:`WaitEvent`. :func:`run_wait` drives it on a worker (the hook's sync calls, ``time.sleep``);
-:func:`arun_wait` on the triggerer (async calls, ``asyncio.sleep``). A poll that fails in a way that may pass
-(no answer, 429, 5xx, after the request's own retries) never ends the wait before its deadline: polling goes
-on, backing off to at most the poll interval, and the outage is logged once when it starts and once when it
-ends. An error that will not pass (401 after re-authentication, 403, 404, 400) ends it at once.
+:func:`wait_for_batch` is a flow (see :mod:`airflow_provider_atscale._flow`): it yields ``Sleep`` (wait this
+long) and ``POLL`` (read the batch now; the driver sends back the batch or throws the ``AtScaleError`` that
+reading it raised), and returns a :class:`WaitEvent`. The operator drives it on a worker with the hook's
+sync calls (:meth:`BatchWaiting.wait_here`), the trigger on the triggerer with its async calls.
+
+A poll that fails in a way that may pass (no answer, 429, 5xx, after the request's own retries) never ends
+the wait before its deadline: polling goes on, backing off to at most the poll interval, and the outage is
+logged once when it starts and once when it ends. An error that will not pass (401 after
+re-authentication, 403, 404, 400) ends it at once.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from airflow_provider_atscale import _clock
+from airflow_provider_atscale._flow import POLL, Flow, Sleep, drive
 from airflow_provider_atscale.batches import (
     AggregateBatch,
     AggregateInstance,
@@ -71,22 +74,6 @@ def outcome_of(batch: AggregateBatch) -> Outcome | None:
 def is_passing(error: BaseException) -> bool:
     """Whether a failed poll may pass if tried again later: no answer, 429 or 5xx."""
     return isinstance(error, (AtScaleTransportError, AtScaleRateLimitError, AtScaleServerError))
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """A flow's instruction: wait this many seconds (the driver knows how: sync or async)."""
-
-    seconds: float
-
-
-class _Poll:
-    def __repr__(self) -> str:
-        return "POLL"
-
-
-POLL: Any = _Poll()
-"""The waiting flow's instruction: read the batch now; send back the batch or the ``AtScaleError``."""
 
 
 @dataclass(frozen=True)
@@ -254,11 +241,9 @@ class _Outage:
         return wait
 
 
-def wait_for_batch(
-    plan: WaitPlan, logger: logging.Logger | Any, *, resumed: bool = False
-) -> Generator[Any, Any, WaitEvent]:
+def wait_for_batch(plan: WaitPlan, logger: logging.Logger | Any, *, resumed: bool = False) -> Flow[WaitEvent]:
     """
-    Poll a batch until it finishes or the deadline passes: a flow of :class:`Sleep` and :data:`POLL`.
+    Poll a batch until it finishes or the deadline passes: a flow of ``Sleep`` and ``POLL`` (see ``_flow``).
 
     :param plan: what to wait on and how.
     :param logger: where status changes and outages are logged.
@@ -277,25 +262,27 @@ def wait_for_batch(
     while True:
         if next_poll > now:
             yield Sleep(next_poll - now)
-        reply = yield POLL
-        now = _clock.now()
-        if isinstance(reply, AtScaleError):
-            if not is_passing(reply):
-                raise reply
+        try:
+            reply: AggregateBatch = yield POLL
+        except AtScaleError as error:
+            now = _clock.now()
+            if not is_passing(error):
+                raise
             if outage is None:
-                outage = _Outage(now, reply)
+                outage = _Outage(now, error)
                 logger.warning(
                     "AtScale does not answer polls of batch %s (%s); polling on until %s, at most every %s",
                     plan.batch_id,
-                    _short(reply),
+                    _short(error),
                     _iso(plan.deadline),
                     format_duration(plan.poll_interval),
                 )
-            outage.error = reply
+            outage.error = error
             if now >= plan.deadline:
                 return _timed_out(plan, last_seen, outage)
             next_poll = now + min(outage.next_wait(plan.poll_interval), plan.deadline - now)
             continue
+        now = _clock.now()
         if outage is not None:
             logger.warning(
                 "AtScale answers polls of batch %s again, after %s",
@@ -311,44 +298,6 @@ def wait_for_batch(
         if now >= plan.deadline:
             return _timed_out(plan, last_seen, None)
         next_poll = min(plan.slot_after(now), plan.deadline)
-
-
-def run_wait(flow: Generator[Any, Any, T], poll: Callable[[], AggregateBatch]) -> T:
-    """Drive a waiting flow on a worker: ``poll`` is a sync read of the batch."""
-    reply: Any = None
-    while True:
-        try:
-            instruction = flow.send(reply)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        if isinstance(instruction, Sleep):
-            _clock.sleep(instruction.seconds)
-            reply = None
-        else:
-            try:
-                reply = poll()
-            except AtScaleError as error:
-                reply = error
-
-
-async def arun_wait(flow: Generator[Any, Any, T], poll: Callable[[], Awaitable[AggregateBatch]]) -> T:
-    """Drive a waiting flow on the triggerer: ``poll`` is an async read of the batch."""
-    reply: Any = None
-    while True:
-        try:
-            instruction = flow.send(reply)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        if isinstance(instruction, Sleep):
-            await _clock.asleep(instruction.seconds)
-            reply = None
-        else:
-            try:
-                reply = await poll()
-            except AtScaleError as error:
-                reply = error
 
 
 def _timed_out(plan: WaitPlan, batch: AggregateBatch | None, outage: _Outage | None) -> WaitEvent:
@@ -388,7 +337,7 @@ def failure_message(batch: AggregateBatch, aggregates: Iterable[AggregateInstanc
 
 class _ListsAggregates(Protocol):
     def list_batch_aggregates(
-        self, batch_id: str, catalog_id: str, model_id: str
+        self, catalog_id: str, model_id: str, batch_id: str
     ) -> list[AggregateInstance]: ...
 
 
@@ -401,7 +350,7 @@ def raise_unless_succeeded(batch: AggregateBatch, hook: _ListsAggregates, logger
         return
     aggregates: list[AggregateInstance] | None
     try:
-        aggregates = hook.list_batch_aggregates(batch.id, batch.catalog_id, batch.model_id)
+        aggregates = hook.list_batch_aggregates(batch.catalog_id, batch.model_id, batch.id)
     except AtScaleError as error:
         logger.warning("Could not list the aggregates of AtScale batch %s: %s", batch.id, error)
         aggregates = None
@@ -487,9 +436,9 @@ class BatchWaiting:
             first_poll_at=started_at + poll_interval,
             last_status=last_status,
         )
-        event = run_wait(
+        event = drive(
             wait_for_batch(plan, self.log),
-            lambda: self.hook.get_aggregate_batch(catalog_id, model_id, batch_id),
+            lambda _poll: self.hook.get_aggregate_batch(catalog_id, model_id, batch_id),
         )
         return event.batch_or_raise()
 

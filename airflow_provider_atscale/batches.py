@@ -24,11 +24,6 @@ class BatchStatusClass(str, enum.Enum):
     FAILED = "failed"
     UNKNOWN = "unknown"
 
-    @property
-    def is_terminal(self) -> bool:
-        """Whether a batch in this class will not change any more (unknown counts as terminal)."""
-        return self is not BatchStatusClass.IN_PROGRESS
-
 
 AGGREGATE_BATCH_TYPE = "aggregate_batch"
 """The ``batchType`` of an aggregate build; batch history also lists batches of other kinds."""
@@ -240,7 +235,6 @@ class AggregateInstance:
     :param table_schema: the schema holding the table.
     :param message: AtScale's explanation, the reason for a failed aggregate.
     :param batch_id: the batch that built it.
-    :param build_duration_ms: how long the build took, in milliseconds, where AtScale tells.
     :param number_of_rows: rows in the table, where AtScale tells.
     """
 
@@ -250,7 +244,6 @@ class AggregateInstance:
     table_schema: str | None = None
     message: str | None = None
     batch_id: str | None = None
-    build_duration_ms: int | float | None = None
     number_of_rows: int | None = None
 
     @property
@@ -283,7 +276,6 @@ class AggregateInstance:
             table_schema=data.get("tableSchema"),
             message=data.get("message") or None,
             batch_id=data.get("batchId"),
-            build_duration_ms=stats.get("buildDuration"),
             number_of_rows=stats.get("numberOfRows"),
         )
 

@@ -46,9 +46,9 @@ def test_classify_status(status: str | None, expected: BatchStatusClass) -> None
     assert classify_status(status) is expected
 
 
-def test_unknown_is_terminal_but_never_success() -> None:
-    assert BatchStatusClass.UNKNOWN.is_terminal
-    assert not BatchStatusClass.IN_PROGRESS.is_terminal
+def test_unknown_is_never_success() -> None:
+    assert classify_status("archived") is BatchStatusClass.UNKNOWN
+    assert BatchStatusClass.UNKNOWN is not BatchStatusClass.SUCCEEDED
     assert classify_status("something-new") is not BatchStatusClass.SUCCEEDED
 
 

@@ -13,14 +13,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_atscale._waiting import (
-    POLL,
-    Outcome,
-    Sleep,
-    WaitEvent,
-    WaitPlan,
-    wait_for_batch,
-)
+from airflow_provider_atscale._flow import POLL, Sleep
+from airflow_provider_atscale._waiting import Outcome, WaitEvent, WaitPlan, wait_for_batch
 from airflow_provider_atscale.batches import AggregateBatch
 from airflow_provider_atscale.errors import (
     AtScaleAuthError,
@@ -75,19 +69,24 @@ class Driver:
     ) -> WaitEvent:
         pending = iter(answers)
         reply: Any = None
+        error: AtScaleError | None = None
         while True:
             try:
-                instruction = flow.send(reply)
+                instruction = flow.throw(error) if error is not None else flow.send(reply)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
+            reply, error = None, None
             if isinstance(instruction, Sleep):
                 assert instruction.seconds > 0
                 self.clock.sleep(instruction.seconds)
-                reply = None
             else:
                 assert instruction is POLL
                 self.polled_at.append(self.clock.now())
-                reply = next(pending)
+                answer = next(pending)
+                if isinstance(answer, AtScaleError):
+                    error = answer
+                else:
+                    reply = answer
 
 
 @pytest.fixture

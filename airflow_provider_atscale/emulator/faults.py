@@ -19,11 +19,6 @@ class Fault(str, Enum):
     DROP_AFTER = "drop_after"
     SLOW = "slow"
 
-    @property
-    def processes_request(self) -> bool:
-        """Whether the request is handled (e.g. a batch created) before the fault hits."""
-        return self in (Fault.SERVER_ERROR, Fault.DROP_AFTER)
-
 
 class FaultInjector:
     """

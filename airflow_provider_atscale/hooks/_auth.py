@@ -1,5 +1,6 @@
 """
-How requests authenticate, in each ``auth_type`` (API page, section 5). No transport here.
+The bearer tokens of a connection, in each ``auth_type``: which token to send, which request obtains one,
+and what a token answer means. Pure state, no transport: :class:`~._session.ApiSession` sends the requests.
 
 - ``token``: the connection's API token is the bearer token of the public ``/v1`` API. The private Design
   Center API (``/wapi``: batch history) refuses raw API tokens, so for it the API token is exchanged for a
@@ -9,8 +10,6 @@ How requests authenticate, in each ``auth_type`` (API page, section 5). No trans
   and renewed shortly before it expires (its JWT ``exp``, else an hour after it was issued).
 - ``password``: the Identity Broker's password grant with the connection's login and password; its refresh
   token is used while it lasts, then the user logs in again.
-
-A 401 makes the caller drop the cached token (:meth:`Authenticator.invalidate`) and authenticate again, once.
 """
 
 from __future__ import annotations
@@ -19,17 +18,15 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_atscale import _clock
+from airflow_provider_atscale._flow import ApiRequest
 from airflow_provider_atscale.errors import AtScaleAuthError, AtScaleHTTPError
-from airflow_provider_atscale.hooks._protocol import ApiRequest, unexpected_answer
+from airflow_provider_atscale.hooks import _endpoints
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
-TOKEN_EXCHANGE_PATH = "/v1/token"
-PASSWORD_GRANT_PATH = "/auth/realms/{realm}/protocol/openid-connect/token"
 DEFAULT_TOKEN_LIFETIME = 3600.0
 """Seconds an exchanged token is taken to last when it says nothing of its expiry."""
 RENEW_BEFORE_EXPIRY = 60.0
@@ -37,14 +34,11 @@ RENEW_BEFORE_EXPIRY = 60.0
 
 log = logging.getLogger(__name__)
 
-Call = Callable[[ApiRequest], Generator[Any, Any, tuple[int, Any]]]
-
 
 @dataclass(frozen=True)
 class _Token:
     value: str = field(repr=False)
     renew_at: float
-    expires_at: float
 
     @classmethod
     def issued(cls, value: str, now: float, lifetime: float) -> _Token:
@@ -52,12 +46,15 @@ class _Token:
         # the masker keeps every pattern for the life of the process, so a triggerer renewing tokens for
         # thousands of waits would grow it (and slow every log line) without bound.
         lifetime = max(0.0, lifetime)
-        return cls(value, now + lifetime - min(RENEW_BEFORE_EXPIRY, lifetime / 10), now + lifetime)
+        return cls(value, now + lifetime - min(RENEW_BEFORE_EXPIRY, lifetime / 10))
+
+    def fresh(self) -> bool:
+        return _clock.now() < self.renew_at
 
 
-class Authenticator:
+class Credentials:
     """
-    The bearer token for a connection's requests, obtained and renewed as its ``auth_type`` says.
+    The tokens of one connection: kept across a hook's calls, renewed before they expire.
 
     :param settings: the connection's settings.
     """
@@ -70,114 +67,82 @@ class Authenticator:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(auth_type={self._settings.auth_type!r})"
 
-    def renews(self, *, private: bool) -> bool:
+    def bearer(self, *, private: bool) -> str | None:
         """
-        Whether authenticating again can change the token sent (so a 401 is worth one more try).
+        The token to send now, or ``None`` when one must be obtained first (:meth:`token_request`).
 
-        :param private: the request goes to the private ``/wapi`` API.
-        """
-        return self._settings.auth_type != "token" or private
-
-    def invalidate(self) -> None:
-        """Forget the cached access token (after a 401): the next request authenticates again."""
-        self._access = None
-
-    def bearer_token(self, call: Call, *, private: bool = False) -> Generator[Any, Any, str]:
-        """
-        The token to send now: cached while fresh, else obtained through ``call`` (a flow sending a request).
-
-        :param call: sends one unauthenticated request, with retries, and returns ``(status, json)``.
         :param private: the request goes to the private ``/wapi`` API, which wants a JWT.
         """
-        settings = self._settings
-        if settings.auth_type == "token" and not private:
-            return settings.token
-        if self._access is not None and _clock.now() < self._access.renew_at:
-            return self._access.value
-        if settings.auth_type in ("token", "token_exchange"):
-            self._access = yield from self._exchange(call)
-        else:
-            self._access = yield from self._password_grant(call)
-        return self._access.value
+        if self._settings.auth_type == "token" and not private:
+            return self._settings.token
+        return self._access.value if self._access is not None and self._access.fresh() else None
 
-    def _exchange(self, call: Call) -> Generator[Any, Any, _Token]:
-        request = ApiRequest(
-            method="POST",
-            path=TOKEN_EXCHANGE_PATH,
-            json_body={},
-            headers={"Authorization": f"Bearer {self._settings.token}"},
-            authenticated=False,
-        )
-        status_code, data = yield from self._authenticate(call, request)
-        token = _required_token(request, status_code, data, "accessToken")
-        now = _clock.now()
-        expiry = jwt_expiry(token)
-        return _Token.issued(token, now, DEFAULT_TOKEN_LIFETIME if expiry is None else expiry - now)
-
-    def _password_grant(self, call: Call) -> Generator[Any, Any, _Token]:
+    def token_request(self) -> ApiRequest:
+        """The request that obtains an access token now: an exchange, a refresh or a login."""
         settings = self._settings
+        if settings.auth_type != "password":
+            return _endpoints.token_exchange(settings.token)
         form = {"client_id": settings.client_id}
         if settings.client_secret:
             form["client_secret"] = settings.client_secret
-        if self._refresh is not None and _clock.now() < self._refresh.renew_at:
-            refresh = self._request(
-                {**form, "grant_type": "refresh_token", "refresh_token": self._refresh.value}
+        if self._refresh is not None and self._refresh.fresh():
+            return _endpoints.identity_grant(
+                settings.realm, {**form, "grant_type": "refresh_token", "refresh_token": self._refresh.value}
             )
-            try:
-                return (yield from self._read_grant(call, refresh))
-            except AtScaleHTTPError as error:
-                # An expired or revoked refresh token: log in again below.
-                log.info("AtScale refresh token refused (HTTP %s); logging in again", error.http_status)
-                self._refresh = None
-        login = self._request(
+        return _endpoints.identity_grant(
+            settings.realm,
             {
                 **form,
                 "grant_type": "password",
                 "username": settings.login or "",
                 "password": settings.token,
                 "scope": "openid",
-            }
-        )
-        return (yield from self._read_grant(call, login))
-
-    def _request(self, form: dict[str, str]) -> ApiRequest:
-        return ApiRequest(
-            method="POST",
-            path=PASSWORD_GRANT_PATH.format(realm=self._settings.realm),
-            form=form,
-            authenticated=False,
+            },
         )
 
-    def _read_grant(self, call: Call, request: ApiRequest) -> Generator[Any, Any, _Token]:
-        status_code, data = yield from self._authenticate(call, request)
-        token = _required_token(request, status_code, data, "access_token")
+    def accept(self, request: ApiRequest, status_code: int, data: Any) -> None:
+        """Keep the tokens of an answer to :meth:`token_request`."""
         now = _clock.now()
+        if request.form is None:
+            token = _endpoints.read_token(request, status_code, data, "accessToken")
+            expiry = jwt_expiry(token)
+            self._access = _Token.issued(
+                token, now, DEFAULT_TOKEN_LIFETIME if expiry is None else expiry - now
+            )
+            return
+        token = _endpoints.read_token(request, status_code, data, "access_token")
         refresh = data.get("refresh_token")
         if isinstance(refresh, str) and refresh:
             self._refresh = _Token.issued(refresh, now, _seconds(data.get("refresh_expires_in"), 0.0))
-        return _Token.issued(token, now, _seconds(data.get("expires_in"), DEFAULT_TOKEN_LIFETIME))
+        self._access = _Token.issued(token, now, _seconds(data.get("expires_in"), DEFAULT_TOKEN_LIFETIME))
 
-    def _authenticate(self, call: Call, request: ApiRequest) -> Generator[Any, Any, tuple[int, Any]]:
-        try:
-            return (yield from call(request))
-        except AtScaleHTTPError as error:
-            if error.http_status not in (400, 401, 403):
-                raise
-            raise AtScaleAuthError(
-                f"AtScale refused to authenticate connection {self._settings.conn_id!r} "
-                f"(auth_type {self._settings.auth_type!r}): {error}",
-                method=error.method,
-                path=error.path,
-                status_code=error.http_status,
-                atscale_message=error.atscale_message,
-            ) from None
+    def refused(self, request: ApiRequest, error: AtScaleHTTPError) -> None:
+        """
+        Take in the refusal of a :meth:`token_request`: a refused refresh token is forgotten (the next
+        request logs in); a refused exchange or login is an :class:`AtScaleAuthError` naming the connection.
+        """
+        if request.form is not None and request.form.get("grant_type") == "refresh_token":
+            log.info("AtScale refused the refresh token (HTTP %s); logging in again", error.http_status)
+            self._refresh = None
+            return
+        if error.http_status not in (400, 401, 403):
+            raise error
+        raise AtScaleAuthError(
+            f"AtScale refused to authenticate connection {self._settings.conn_id!r} "
+            f"(auth_type {self._settings.auth_type!r}): {error}",
+            method=error.method,
+            path=error.path,
+            status_code=error.http_status,
+            atscale_message=error.atscale_message,
+        ) from None
 
+    def renews(self, *, private: bool) -> bool:
+        """Whether authenticating again can change the token sent, so a 401 is worth one more try."""
+        return self._settings.auth_type != "token" or private
 
-def _required_token(request: ApiRequest, status_code: int, data: Any, key: str) -> str:
-    token = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(token, str) or not token:
-        raise unexpected_answer(request, status_code, f"without {key!r}")
-    return token
+    def invalidate(self) -> None:
+        """Forget the access token (after a 401): the next request obtains a new one."""
+        self._access = None
 
 
 def jwt_expiry(token: str) -> float | None:

@@ -8,9 +8,10 @@ from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_atscale import __version__, _clock
+from airflow_provider_atscale import __version__
 from airflow_provider_atscale._compat import AirflowNotFoundException, BaseHook, mask_secret
-from airflow_provider_atscale._validation import BuildRequest, validate_id
+from airflow_provider_atscale._flow import ApiRequest, Flow, RawResponse, Send, adrive, drive
+from airflow_provider_atscale._validation import BatchRef, BuildRequest
 from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
 from airflow_provider_atscale.errors import (
     AtScaleConfigurationError,
@@ -18,9 +19,9 @@ from airflow_provider_atscale.errors import (
     AtScaleNotFoundError,
     AtScaleTransportError,
 )
-from airflow_provider_atscale.hooks import _flows, _protocol
+from airflow_provider_atscale.hooks import _endpoints, _operations
 from airflow_provider_atscale.hooks._form import with_connection_form
-from airflow_provider_atscale.hooks._retry import Sleep
+from airflow_provider_atscale.hooks._session import ApiSession
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class AtScaleHook(BaseHook):
     ``client_secret`` and ``realm`` (password grant), ``max_retries`` and ``retry_max_wait``.
 
     One HTTP session is opened per hook and reused for every call; every request has a timeout. Failures
-    that may pass are retried (see ``hooks/_retry.py``); a 401 makes the hook authenticate again, once.
+    that may pass are retried within one budget per call (see ``hooks/_session.py``); a 401 makes the hook
+    authenticate again, once.
 
     :param atscale_conn_id: the Airflow connection id.
     """
@@ -102,9 +104,14 @@ class AtScaleHook(BaseHook):
         return settings
 
     @cached_property
-    def api(self) -> _flows.ApiClient:
-        """Authentication, retries and what the server was found to serve, kept across this hook's calls."""
-        return _flows.ApiClient(self.settings)
+    def session(self) -> ApiSession:
+        """The connection's tokens and what the server was found to serve, kept across this hook's calls."""
+        return ApiSession(self.settings)
+
+    async def asession(self) -> ApiSession:
+        """:attr:`session`, the connection read without blocking the event loop (for triggers)."""
+        await self.aget_settings()
+        return self.session
 
     def _unknown_connection_error(self) -> AtScaleConfigurationError:
         return AtScaleConfigurationError(
@@ -160,6 +167,8 @@ class AtScaleHook(BaseHook):
         Start an aggregate build of one model.
 
         The arguments are checked with the operator's rules (:meth:`BuildRequest.checked`) before any request.
+        A failure after which AtScale may have started the build is checked in batch history before the
+        build is posted again (see :func:`~._operations.trigger_aggregate_build`).
 
         :param catalog_id: the catalog's id.
         :param model_id: the model's id.
@@ -170,23 +179,17 @@ class AtScaleHook(BaseHook):
         :raises AtScaleConfigurationError: an argument is invalid; nothing was sent.
         :raises AtScaleNotFoundError: the catalog or model is unknown; the message lists the known ones.
         """
-        checked = BuildRequest.checked(
+        build = BuildRequest.checked(
             catalog_id=catalog_id,
             model_id=model_id,
             full_build=full_build,
             grace_period_overrides=grace_period_overrides,
         )
-        catalog_id, model_id, full_build = checked.catalog_id, checked.model_id, checked.full_build
-        request = _protocol.trigger_build_request(
-            catalog_id, model_id, full_build=full_build, grace_period_overrides=checked.grace_period_overrides
-        )
         try:
-            return self._run(
-                _flows.trigger_aggregate_build(self.api, catalog_id, model_id, request, full_build=full_build)
-            )
+            return self._run(_operations.trigger_aggregate_build(self.session.begin(), build))
         except AtScaleNotFoundError as error:
             raise type(error)(
-                f"{error} [{self._known_models_hint(catalog_id)}]",
+                f"{error} [{self._known_models_hint(build.catalog_id)}]",
                 method=error.method,
                 path=error.path,
                 status_code=error.http_status,
@@ -208,34 +211,27 @@ class AtScaleHook(BaseHook):
         :param model_id: the model's id.
         :param batch_id: the batch's id.
         """
-        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        return self._run(_flows.get_aggregate_batch(self.api, catalog_id, model_id, batch_id))
+        ref = BatchRef.checked(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
+        return self._run(_operations.get_aggregate_batch(self.session.begin(), ref))
 
     async def aget_aggregate_batch(self, catalog_id: str, model_id: str, batch_id: str) -> AggregateBatch:
         """Async :meth:`get_aggregate_batch`, for triggers: never blocks the event loop."""
-        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        await self.aget_settings()
-        return await self._arun(_flows.get_aggregate_batch(self.api, catalog_id, model_id, batch_id))
+        ref = BatchRef.checked(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
+        session = await self.asession()
+        return await self._arun(_operations.get_aggregate_batch(session.begin(), ref))
 
-    def list_batch_aggregates(self, batch_id: str, catalog_id: str, model_id: str) -> list[AggregateInstance]:
+    def list_batch_aggregates(self, catalog_id: str, model_id: str, batch_id: str) -> list[AggregateInstance]:
         """
-        The aggregate instances a batch materializes, with each one's status and AtScale's message.
+        The aggregate instances of a batch AtScale lists, with each one's status and AtScale's message.
 
-        :param batch_id: the batch's id.
+        The instances endpoint documents no paging; a server that truncates its answers lists only some.
+
         :param catalog_id: the catalog's id.
         :param model_id: the model's id.
+        :param batch_id: the batch's id.
         """
-        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        return self._run(_flows.list_aggregate_instances(self.api, catalog_id, model_id, batch_id)).instances
-
-    async def alist_batch_aggregates(
-        self, batch_id: str, catalog_id: str, model_id: str
-    ) -> list[AggregateInstance]:
-        """Async :meth:`list_batch_aggregates`."""
-        self._check_ids(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
-        await self.aget_settings()
-        listing = await self._arun(_flows.list_aggregate_instances(self.api, catalog_id, model_id, batch_id))
-        return listing.instances
+        ref = BatchRef.checked(catalog_id=catalog_id, model_id=model_id, batch_id=batch_id)
+        return self._run(_operations.list_aggregate_instances(self.session.begin(), ref)).instances
 
     def find_running_batch(
         self,
@@ -258,21 +254,18 @@ class AtScaleHook(BaseHook):
         :param created_since: only batches created at or after this aware datetime count.
         :param created_until: only batches created at or before this aware datetime count.
         """
-        self._check_ids(catalog_id=catalog_id, model_id=model_id)
+        build = BuildRequest.checked(
+            catalog_id=catalog_id, model_id=model_id, full_build=full_build, grace_period_overrides=None
+        )
         return self._run(
-            _flows.find_running_batch(
-                self.api,
-                catalog_id,
-                model_id,
-                full_build=full_build,
-                created_since=created_since,
-                created_until=created_until,
+            _operations.find_running_batch(
+                self.session.begin(), build, since=created_since, until=created_until
             )
         )
 
     def list_catalogs(self) -> list[dict[str, Any]]:
         """The catalogs this token sees, each with its ``models``."""
-        return self._run(_flows.list_catalogs(self.api))
+        return self._run(_operations.list_catalogs(self.session.begin()))
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection by listing catalogs, for the Test button of Airflow's connection form."""
@@ -284,55 +277,20 @@ class AtScaleHook(BaseHook):
 
     def _known_models_hint(self, catalog_id: str) -> str:
         try:
-            return _protocol.describe_known_models(self.list_catalogs(), catalog_id)
+            return _endpoints.describe_known_models(self.list_catalogs(), catalog_id)
         except AtScaleError:
             # The hint is a courtesy: the 404 itself is the error to report.
             return "the list of known catalogs could not be read"
 
-    @staticmethod
-    def _check_ids(**ids: str) -> None:
-        for name, value in ids.items():
-            validate_id(name, value)
+    def _run(self, flow: Flow[T]) -> T:
+        """Drive a flow with the sync transport (requests)."""
+        return drive(flow, self._send)
 
-    def _run(self, flow: _flows.Flow[T]) -> T:
-        """Drive a flow with the sync transport: requests for :class:`~._flows.Send`, time.sleep for Sleep."""
-        reply: Any = None
-        error: AtScaleTransportError | None = None
-        while True:
-            try:
-                instruction = flow.throw(error) if error is not None else flow.send(reply)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            reply, error = None, None
-            if isinstance(instruction, Sleep):
-                _clock.sleep(instruction.seconds)
-            else:
-                try:
-                    reply = self._send(instruction)
-                except AtScaleTransportError as failure:
-                    error = failure
+    async def _arun(self, flow: Flow[T]) -> T:
+        """Drive a flow with the async transport (httpx)."""
+        return await adrive(flow, self._asend)
 
-    async def _arun(self, flow: _flows.Flow[T]) -> T:
-        """Drive a flow with the async transport: httpx for Send, asyncio.sleep for Sleep."""
-        reply: Any = None
-        error: AtScaleTransportError | None = None
-        while True:
-            try:
-                instruction = flow.throw(error) if error is not None else flow.send(reply)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            reply, error = None, None
-            if isinstance(instruction, Sleep):
-                await _clock.asleep(instruction.seconds)
-            else:
-                try:
-                    reply = await self._asend(instruction)
-                except AtScaleTransportError as failure:
-                    error = failure
-
-    def _send(self, send: _flows.Send) -> _protocol.RawResponse:
+    def _send(self, send: Send) -> RawResponse:
         """Send one request with requests; no retries here (the flow decides)."""
         import requests
 
@@ -358,20 +316,20 @@ class AtScaleHook(BaseHook):
         except requests.RequestException as error:
             raise self._transport_error(request, error, opened=True) from error
         log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
-        return _protocol.RawResponse(
+        return RawResponse(
             response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
         )
 
-    async def _asend(self, send: _flows.Send) -> _protocol.RawResponse:
+    async def _asend(self, send: Send) -> RawResponse:
         """Send one request with httpx; same contract as :meth:`_send`."""
         import httpx
 
-        request, settings = send.request, self.settings
+        request = send.request
         client = await self.aget_conn()
         try:
             response = await client.request(
                 request.method,
-                settings.base_url + request.path,
+                self.settings.base_url + request.path,
                 params=dict(request.params),
                 json=request.json_body,
                 data=dict(request.form) if request.form is not None else None,
@@ -382,12 +340,12 @@ class AtScaleHook(BaseHook):
         except httpx.HTTPError as error:
             raise self._transport_error(request, error, opened=True) from error
         log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
-        return _protocol.RawResponse(
+        return RawResponse(
             response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
         )
 
     def _transport_error(
-        self, request: _protocol.ApiRequest, error: Exception, *, opened: bool
+        self, request: ApiRequest, error: Exception, *, opened: bool
     ) -> AtScaleTransportError:
         return AtScaleTransportError(
             f"AtScale {request.describe()} got no answer from {self.settings.base_url}: "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._compat import BaseSensorOperator, Context, conf
-from airflow_provider_atscale._validation import validate_id, validate_positive_seconds
+from airflow_provider_atscale._validation import BatchRef, validate_positive_seconds
 from airflow_provider_atscale._waiting import BatchWaiting, is_passing, outcome_of, raise_unless_succeeded
 from airflow_provider_atscale.batches import format_duration
 from airflow_provider_atscale.errors import AtScaleError
@@ -65,13 +65,9 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
 
         return AtScaleHook(atscale_conn_id=self.atscale_conn_id)
 
-    def _check_ids(self) -> None:
-        validate_id("catalog_id", self.catalog_id)
-        validate_id("model_id", self.model_id)
-        validate_id("batch_id", self.batch_id)
-
     def execute(self, context: Context) -> Any:
-        self._check_ids()
+        # The hook checks the ids before every request; checked here too, so a bad one fails before deferral.
+        BatchRef.checked(catalog_id=self.catalog_id, model_id=self.model_id, batch_id=self.batch_id)
         if not self.deferrable:
             return super().execute(context)
         self.defer_until_done(

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._compat import BaseTrigger, TriggerEvent
-from airflow_provider_atscale._waiting import Outcome, WaitEvent, WaitPlan, arun_wait, wait_for_batch
+from airflow_provider_atscale._flow import adrive
+from airflow_provider_atscale._waiting import Outcome, WaitEvent, WaitPlan, wait_for_batch
 from airflow_provider_atscale.errors import AtScaleError
 
 if TYPE_CHECKING:
@@ -113,11 +114,11 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
         # picked up late): it polls at once, and leaves unlogged what the earlier one saw.
         resumed = _clock.now() > plan.first_poll_at
 
-        async def poll() -> AggregateBatch:
+        async def poll(_poll: object) -> AggregateBatch:
             return await hook.aget_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
 
         try:
-            event = await arun_wait(wait_for_batch(plan, self.log, resumed=resumed), poll)
+            event = await adrive(wait_for_batch(plan, self.log, resumed=resumed), poll)
         except AtScaleError as error:
             event = WaitEvent(Outcome.ERROR, self.batch_id, None, str(error))
         finally:

@@ -64,7 +64,7 @@ class TestHistoryWantsAJwt:
 
         hook.get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID)
         hook.get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID)
-        hook.list_batch_aggregates(BATCH_ID, CATALOG_ID, MODEL_ID)
+        hook.list_batch_aggregates(CATALOG_ID, MODEL_ID, BATCH_ID)
 
         (exchange,) = requests_to(requests_mock, "/v1/token")
         assert bearer(exchange) == f"Bearer {TOKEN}"
@@ -210,7 +210,7 @@ class TestInstancesNeverCallAPartialListDone:
         assert hook.get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID).status == "done"
         pages = [r.qs["page"][0] for r in requests_to(requests_mock, "/v1/aggregates/instances")]
         assert pages == ["1", "2"]
-        assert len(hook.list_batch_aggregates(BATCH_ID, CATALOG_ID, MODEL_ID)) == 130
+        assert len(hook.list_batch_aggregates(CATALOG_ID, MODEL_ID, BATCH_ID)) == 130
 
     def test_instances_of_other_batches_are_left_out(
         self, hook: AtScaleHook, requests_mock: rm.Mocker
@@ -243,3 +243,53 @@ def test_find_running_batch_attaches_only_to_aggregate_builds(
 
     assert batch is not None
     assert batch.id == "ours"
+
+
+class TestHistoryPages:
+    def test_a_batch_on_the_second_page_is_found_there(self, requests_mock: rm.Mocker) -> None:
+        others = [batch_object(id=f"other-{i}", status="done") for i in range(50)]
+        requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
+        requests_mock.get(
+            HISTORY_URL,
+            [
+                {"json": history_page(*others, total=51)},
+                {"json": history_page(batch_object(status="inprogress"), total=51)},
+            ],
+        )
+
+        batch = AtScaleHook().get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID)
+
+        assert batch.status == "inprogress"
+        pages = [r.qs["page"][0] for r in requests_to(requests_mock, "/wapi/p/aggregate/batch-history")]
+        assert pages == ["1", "2"]
+
+    def test_a_batch_neither_in_history_nor_with_instances_is_not_found(
+        self, requests_mock: rm.Mocker
+    ) -> None:
+        from airflow_provider_atscale.errors import AtScaleNotFoundError
+
+        requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
+        requests_mock.get(HISTORY_URL, json=history_page(batch_object(id="another", status="done")))
+        requests_mock.get(INSTANCES_URL, json={"data": []})
+
+        with pytest.raises(
+            AtScaleNotFoundError, match=f"AtScale batch {BATCH_ID} of model {MODEL_ID} is neither"
+        ):
+            AtScaleHook().get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID)
+
+
+def test_the_second_instances_path_is_used_where_only_it_answers_and_remembered(
+    requests_mock: rm.Mocker,
+) -> None:
+    public = INSTANCES_URL.replace("/v1/aggregates/", "/v1/public/aggregates/")
+    requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
+    requests_mock.get(HISTORY_URL, status_code=404, json={"message": "Cannot GET"})
+    requests_mock.get(INSTANCES_URL, status_code=404, json={"statusCode": 404, "message": "Cannot GET"})
+    requests_mock.get(public, json=instances("active"))
+    hook = AtScaleHook()
+
+    assert hook.get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID).status == "done"
+    assert hook.get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID).status == "done"
+
+    assert len(requests_to(requests_mock, "/v1/aggregates/instances")) == 1, "tried once, then not again"
+    assert len(requests_to(requests_mock, "/v1/public/aggregates/instances")) == 2

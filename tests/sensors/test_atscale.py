@@ -101,3 +101,44 @@ def test_bad_batch_id_is_refused_before_any_request(emulator: EmulatorServer, ba
         sensor(batch_id).execute({})
 
     assert emulator.requests == []
+
+
+def test_a_poke_during_an_outage_is_not_yet_and_the_outage_is_logged_once_at_each_end(
+    emulator: EmulatorServer,
+    emulator_clock: DrivenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from airflow_provider_atscale.emulator import FaultConfig
+    from tests.helpers import connection_uri
+
+    batch_id = start_batch()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ATSCALE_DEFAULT",
+        connection_uri(host=emulator.url, password=emulator.token, max_retries=0),
+    )
+    task = sensor(batch_id)
+    emulator.set_faults(FaultConfig(rate_503=1.0))
+
+    during = [task.poke({}), task.poke({})]
+    emulator.set_faults(None)
+    emulator_clock.advance(200)
+    after = task.poke({})
+
+    assert during == [False, False]
+    assert after.is_done is True
+    logged = capsys.readouterr().out
+    assert logged.count(f"AtScale does not answer pokes of batch {batch_id}") == 1
+    assert logged.count(f"AtScale answers pokes of batch {batch_id} again") == 1
+
+
+def test_a_poke_that_meets_an_error_that_stays_fails_the_sensor(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_atscale.errors import AtScaleAuthError
+    from tests.helpers import connection_uri
+
+    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(host=emulator.url, password="revoked"))
+
+    with pytest.raises(AtScaleAuthError, match="connection 'atscale_default'"):
+        sensor("b-1").poke({})

@@ -1,0 +1,161 @@
+"""
+The flow/driver protocol: how the provider's logic asks for I/O without doing any.
+
+A *flow* is a generator that holds the logic of one operation — a build request with its authentication
+and retries, a poll of a batch, a whole wait — and yields *instructions*:
+
+- :class:`Send`: send this request with these headers; the driver sends back the :class:`RawResponse`;
+- :data:`POLL`: read the batch being waited on; the driver sends back the ``AggregateBatch``;
+- :class:`Sleep`: wait this long; the driver sends back nothing.
+
+When an instruction fails, the driver throws the ``AtScaleError`` into the flow at the ``yield`` that asked
+for it, so the flow handles it where it would handle any exception. The flow's return value is the result.
+
+:func:`drive` runs a flow on a worker (blocking I/O, ``time.sleep``); :func:`adrive` on the triggerer's
+event loop (async I/O, ``asyncio.sleep``). Flows hold no transport, so the sync and async paths cannot
+disagree, and tests drive flows by feeding them answers, without HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from airflow_provider_atscale import _clock
+from airflow_provider_atscale.errors import AtScaleError
+
+T = TypeVar("T")
+Flow = Generator[Any, Any, T]
+"""A flow returning ``T``: it yields instructions and is sent their answers."""
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """
+    One request to the AtScale API, without a transport.
+
+    :param method: the HTTP method.
+    :param path: the API path below the connection's base URL, ids already escaped.
+    :param params: query parameters.
+    :param json_body: the JSON body, or ``None`` for none.
+    :param form: a form-encoded body (token endpoints); never shown in a repr: it may hold a password.
+    :param headers: headers of the request's own (token endpoints); never shown in a repr.
+    :param authenticated: send the connection's current bearer token with it.
+    :param private: a Design Center API (``/wapi``) rather than the public ``/v1`` one: it wants a
+        short-lived JWT, never the raw API token, so in ``token`` mode the token is exchanged for it.
+    :param idempotent: repeating it is harmless, so any failure that may pass is retried; ``False`` for
+        the POST that starts a build, which is retried only when AtScale surely did not start one.
+    """
+
+    method: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    json_body: Any = None
+    form: Mapping[str, str] | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    authenticated: bool = True
+    private: bool = False
+    idempotent: bool = True
+
+    def describe(self) -> str:
+        """``METHOD /path`` for messages."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def key(self) -> tuple[str, str, tuple[tuple[str, str], ...], str | None]:
+        """What makes two requests the same, for counting attempts: method, path, query, and grant type."""
+        grant = self.form.get("grant_type") if self.form is not None else None
+        return self.method, self.path, tuple(sorted(self.params.items())), grant
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """
+    An HTTP answer as a transport received it.
+
+    :param status_code: the HTTP status.
+    :param headers: the response headers, names lower-cased.
+    :param body: the raw body.
+    """
+
+    status_code: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Send:
+    """
+    Instruction: send this request with these headers and answer the :class:`RawResponse` (or throw the
+    ``AtScaleTransportError`` of no answer).
+
+    :param request: the request.
+    :param headers: its headers, the bearer token included; never shown in a repr.
+    """
+
+    request: ApiRequest
+    headers: Mapping[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Instruction: wait this many seconds (the driver knows how: sync or async)."""
+
+    seconds: float
+
+
+class _Poll:
+    def __repr__(self) -> str:
+        return "POLL"
+
+
+POLL: Any = _Poll()
+"""Instruction of the waiting flow: read the batch now, and answer it (or throw the ``AtScaleError``)."""
+
+
+def drive(flow: Flow[T], act: Callable[[Any], Any]) -> T:
+    """
+    Run a flow on a worker.
+
+    :param flow: the flow.
+    :param act: carries out every instruction but :class:`Sleep` (which sleeps through the provider's clock)
+        and returns its answer; an ``AtScaleError`` it raises is thrown into the flow.
+    :return: the flow's result.
+    """
+    reply: Any = None
+    error: AtScaleError | None = None
+    while True:
+        try:
+            instruction = flow.throw(error) if error is not None else flow.send(reply)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        reply, error = None, None
+        if isinstance(instruction, Sleep):
+            _clock.sleep(instruction.seconds)
+            continue
+        try:
+            reply = act(instruction)
+        except AtScaleError as failure:
+            error = failure
+
+
+async def adrive(flow: Flow[T], act: Callable[[Any], Awaitable[Any]]) -> T:
+    """Run a flow on an event loop: :func:`drive`, with ``act`` awaited and sleeps yielding to the loop."""
+    reply: Any = None
+    error: AtScaleError | None = None
+    while True:
+        try:
+            instruction = flow.throw(error) if error is not None else flow.send(reply)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        reply, error = None, None
+        if isinstance(instruction, Sleep):
+            await _clock.asleep(instruction.seconds)
+            continue
+        try:
+            reply = await act(instruction)
+        except AtScaleError as failure:
+            error = failure

@@ -1,0 +1,224 @@
+"""
+Sending one request: authentication, retries and re-authentication, in one loop (:meth:`ApiCall.send`).
+
+A *logical call* — a build, a poll, a listing, with any token fetched on its behalf — is one
+:class:`ApiCall`, and all its requests share one :class:`RetryBudget`: each distinct request is sent at most
+``1 + max_retries`` times (a build's re-posts after an ambiguous failure and a resend after a 401 included),
+and the call sleeps at most ``retry_max_wait`` seconds in all. The bounds hold by construction: every
+attempt is counted and every sleep is charged before it happens, in the one place that sends.
+
+A request is retried when its failure may pass: no answer at all, or HTTP 429, 502, 503 or 504 (and 500 for
+requests that are safe to repeat). The POST that starts a build is not safe to repeat: it is retried only
+when AtScale surely did not start a build (the connection never opened, 429, 503); other failures of it are
+ambiguous and left to the caller (``_operations.trigger_aggregate_build``). Waits grow exponentially with
+full jitter; a ``Retry-After`` from the server (seconds or an HTTP date) is honoured instead.
+
+No I/O here: the loop yields :class:`~airflow_provider_atscale._flow.Send` and
+:class:`~airflow_provider_atscale._flow.Sleep` to its driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_atscale._flow import ApiRequest, Flow, RawResponse, Send, Sleep
+from airflow_provider_atscale.errors import AtScaleError, AtScaleHTTPError, AtScaleTransportError
+from airflow_provider_atscale.hooks import _endpoints
+from airflow_provider_atscale.hooks._auth import Credentials
+from airflow_provider_atscale.hooks._settings import ConnectionSettings
+
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+"""Statuses that may pass, for any request."""
+RETRYABLE_IDEMPOTENT_STATUSES = RETRYABLE_STATUSES | {500}
+"""Statuses that may pass, for requests safe to repeat."""
+NOT_STARTED_STATUSES = frozenset({429, 503})
+"""Statuses by which AtScale surely did not start a build: the POST may be sent again as it is."""
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+"""Statuses after which a build may or may not have started."""
+INITIAL_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+
+log = logging.getLogger(__name__)
+
+
+def is_retryable(error: BaseException, *, idempotent: bool) -> bool:
+    """Whether a failed request may be sent again as it is."""
+    if isinstance(error, AtScaleTransportError):
+        return idempotent or not error.connection_opened
+    if isinstance(error, AtScaleHTTPError):
+        statuses = RETRYABLE_IDEMPOTENT_STATUSES if idempotent else NOT_STARTED_STATUSES
+        return error.http_status in statuses
+    return False
+
+
+def is_ambiguous(error: BaseException) -> bool:
+    """Whether a failed POST may have started a build all the same: it reached AtScale, without a clear no."""
+    if isinstance(error, AtScaleTransportError):
+        return error.connection_opened
+    return isinstance(error, AtScaleHTTPError) and error.http_status in AMBIGUOUS_STATUSES
+
+
+@dataclass
+class RetryBudget:
+    """
+    The attempts and the waiting one logical call may still spend.
+
+    :param max_retries: retries of each distinct request after its first attempt.
+    :param max_wait: seconds the whole call may sleep between attempts.
+    """
+
+    max_retries: int
+    max_wait: float
+    attempts: Counter[Any] = field(default_factory=Counter)
+    waited: float = 0.0
+    failures: dict[Any, AtScaleError] = field(default_factory=dict)
+    """The last failure of each request: raised again if the call asks for it after its attempts are spent."""
+
+    def has_attempt(self, request: ApiRequest) -> bool:
+        """Whether ``request`` may be sent (again)."""
+        return self.attempts[request.key] <= self.max_retries
+
+    def count(self, request: ApiRequest) -> int:
+        """Count an attempt of ``request``; returns its number, from 1."""
+        self.attempts[request.key] += 1
+        return self.attempts[request.key]
+
+    def wait_before_retry(self, request: ApiRequest, error: AtScaleError) -> float | None:
+        """
+        Seconds to wait before sending ``request`` again after ``error``, charged to the budget; ``None`` when
+        it must not be retried: the failure will not pass, or the budget cannot pay for another attempt.
+        """
+        self.failures[request.key] = error
+        if not is_retryable(error, idempotent=request.idempotent) or not self.has_attempt(request):
+            return None
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, (int, float)):
+            wait = float(retry_after)
+        else:
+            ceiling = min(MAX_BACKOFF, INITIAL_BACKOFF * 2 ** (self.attempts[request.key] - 1))
+            wait = random.uniform(ceiling / 2, ceiling)
+        if self.waited + wait > self.max_wait:
+            return None
+        self.waited += wait
+        return wait
+
+
+@dataclass
+class ApiCapabilities:
+    """
+    What this AtScale server was found to serve, learned once per hook and kept for later calls.
+
+    :param batch_history: ``None`` until tried; ``False`` once the server refused batch history.
+    :param instances_path: the aggregate instances path the server answered.
+    """
+
+    batch_history: bool | None = None
+    instances_path: str | None = None
+
+
+class ApiSession:
+    """
+    What one hook keeps between its calls — the connection's settings and tokens, what the server was found
+    to serve — and where each logical call begins (:meth:`begin`).
+
+    :param settings: the connection's settings.
+    """
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.credentials = Credentials(settings)
+        self.capabilities = ApiCapabilities()
+        self.unauthorized_hint = _endpoints.unauthorized_hint(settings.conn_id, settings.auth_type)
+
+    def begin(self) -> ApiCall:
+        """A new logical call, with a full retry budget."""
+        return ApiCall(self, RetryBudget(self.settings.max_retries, self.settings.retry_max_wait))
+
+
+class ApiCall:
+    """
+    One logical call: its requests share one :class:`RetryBudget`.
+
+    :param session: the hook's session.
+    :param budget: the call's budget.
+    """
+
+    def __init__(self, session: ApiSession, budget: RetryBudget) -> None:
+        self.session = session
+        self.budget = budget
+
+    @property
+    def capabilities(self) -> ApiCapabilities:
+        """What the server was found to serve."""
+        return self.session.capabilities
+
+    def send(self, request: ApiRequest) -> Flow[tuple[int, Any]]:
+        """
+        Send one request until it succeeds or may not be sent again, and return ``(status, json)``.
+
+        :raises AtScaleError: the last failure, once it will not pass or the budget is spent.
+        """
+        session, budget = self.session, self.budget
+        reauthenticated = False
+        while True:
+            if not budget.has_attempt(request):
+                # This call sent the request as often as it may (a token asked for again, say): its last
+                # failure stands.
+                raise budget.failures[request.key]
+            headers = dict(request.headers)
+            if request.authenticated:
+                token = yield from self._bearer(private=request.private)
+                headers["Authorization"] = f"Bearer {token}"
+            attempt = budget.count(request)
+            try:
+                response: RawResponse = yield Send(request, headers)
+                if (
+                    response.status_code == 401
+                    and request.authenticated
+                    and not reauthenticated
+                    and session.credentials.renews(private=request.private)
+                    and budget.has_attempt(request)
+                ):
+                    # An expired or revoked token: drop it, authenticate again and send once more.
+                    log.info("AtScale %s answered 401; authenticating again", request.describe())
+                    session.credentials.invalidate()
+                    reauthenticated = True
+                    continue
+                return response.status_code, _endpoints.read_json(
+                    request, response, session.settings.secrets, session.unauthorized_hint
+                )
+            except AtScaleError as error:
+                wait = budget.wait_before_retry(request, error)
+                if wait is None:
+                    raise
+                log.warning(
+                    "AtScale %s failed (%s); attempt %d of %d in %.1fs",
+                    request.describe(),
+                    _short(error),
+                    attempt + 1,
+                    budget.max_retries + 1,
+                    wait,
+                )
+                yield Sleep(wait)
+
+    def _bearer(self, *, private: bool) -> Flow[str]:
+        """The token to send, obtained first (with this call's budget) where none is fresh."""
+        credentials = self.session.credentials
+        while (token := credentials.bearer(private=private)) is None:
+            request = credentials.token_request()
+            try:
+                status_code, data = yield from self.send(request)
+            except AtScaleHTTPError as error:
+                credentials.refused(request, error)
+                continue
+            credentials.accept(request, status_code, data)
+        return token
+
+
+def _short(error: BaseException) -> str:
+    text = str(error)
+    return text if len(text) <= 200 else text[:200] + "..."
