@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from airflow_provider_atscale import _clock
-from airflow_provider_atscale.errors import AtScaleError
+from airflow_provider_atscale.errors import AtScaleError, AtScaleResponseError
 
 T = TypeVar("T")
 Flow = Generator[Any, Any, T]
@@ -61,6 +61,15 @@ class ApiRequest:
     def describe(self) -> str:
         """``METHOD /path`` for messages."""
         return f"{self.method} {self.path}"
+
+    def unexpected_answer(self, status_code: int, what: str) -> AtScaleResponseError:
+        """The error for an answer to this request that is not what the API promises, and why."""
+        return AtScaleResponseError(
+            f"AtScale {self.describe()} answered HTTP {status_code} {what}",
+            method=self.method,
+            path=self.path,
+            status_code=status_code,
+        )
 
     @property
     def key(self) -> tuple[str, str, tuple[tuple[str, str], ...], str | None]:

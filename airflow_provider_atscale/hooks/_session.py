@@ -19,15 +19,23 @@ No I/O here: the loop yields :class:`~airflow_provider_atscale._flow.Send` and
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+from airflow_provider_atscale import _clock
 from airflow_provider_atscale._flow import ApiRequest, Flow, RawResponse, Send, Sleep
-from airflow_provider_atscale.errors import AtScaleError, AtScaleHTTPError, AtScaleTransportError
-from airflow_provider_atscale.hooks import _endpoints
+from airflow_provider_atscale.errors import (
+    AtScaleError,
+    AtScaleHTTPError,
+    AtScaleTransportError,
+    http_error_class,
+)
 from airflow_provider_atscale.hooks._auth import Credentials
 from airflow_provider_atscale.hooks._settings import ConnectionSettings
 
@@ -132,7 +140,7 @@ class ApiSession:
         self.settings = settings
         self.credentials = Credentials(settings)
         self.capabilities = ApiCapabilities()
-        self.unauthorized_hint = _endpoints.unauthorized_hint(settings.conn_id, settings.auth_type)
+        self.unauthorized_hint = unauthorized_hint(settings.conn_id, settings.auth_type)
 
     def begin(self) -> ApiCall:
         """A new logical call, with a full retry budget."""
@@ -188,7 +196,7 @@ class ApiCall:
                     session.credentials.invalidate()
                     reauthenticated = True
                     continue
-                return response.status_code, _endpoints.read_json(
+                return response.status_code, read_json(
                     request, response, session.settings.secrets, session.unauthorized_hint
                 )
             except AtScaleError as error:
@@ -217,6 +225,162 @@ class ApiCall:
                 continue
             credentials.accept(request, status_code, data)
         return token
+
+
+# Reading every answer: its status, its JSON, AtScale's error text
+
+
+# Keys under which AtScale and the proxies in front of it put an error's text.
+_ERROR_TEXT_KEYS = ("message", "error_description", "errorMessage", "detail", "error", "errors")
+_MAX_ERROR_TEXT = 500
+
+_STATUS_HINTS = {
+    401: "check the connection's API token (AtScale API tokens expire after 90 days)",
+    403: "the token's user needs the aggregates_manage role, and the model must be deployed",
+}
+
+
+def unauthorized_hint(conn_id: str, auth_type: str) -> str:
+    """
+    What to check after a 401 that survived re-authentication, naming the connection.
+
+    :param conn_id: the Airflow connection id.
+    :param auth_type: the connection's ``auth_type``.
+    """
+    if auth_type == "password":
+        return (
+            f"connection {conn_id!r}, auth_type 'password': AtScale refused the token it issued for the "
+            "connection's user; check the user's roles, or whether an administrator signed its session out"
+        )
+    return (
+        f"connection {conn_id!r}, auth_type {auth_type!r}: AtScale refused its API token. API tokens expire "
+        "after 90 days; minting a new token for the same user revokes the previous one; an administrator may "
+        "have signed its session out (Identity Broker, Sessions). Put a current API token in the "
+        "connection's password"
+    )
+
+
+def read_json(
+    request: ApiRequest,
+    response: RawResponse,
+    secrets: tuple[str, ...] = (),
+    unauthorized: str | None = None,
+) -> Any:
+    """
+    Check an answer's status and return its JSON body.
+
+    :param request: the request that was answered.
+    :param response: the answer.
+    :param secrets: strings to scrub from any error text (the token), should a server echo them.
+    :param unauthorized: the hint for a 401 (see :func:`unauthorized_hint`), if the caller knows better.
+    :raises AtScaleHTTPError: for an error status, the subclass for that status.
+    :raises AtScaleResponseError: for a body that is not JSON or says ``"success": false``.
+    """
+    status_code, body = response.status_code, response.body
+    if status_code >= 400:
+        raise http_error(request, response, secrets, unauthorized)
+    parsed = _parse(body)
+    if parsed is _NOT_JSON:
+        raise request.unexpected_answer(
+            status_code, f"with a body that is not JSON: {_scrub(_text(body), secrets)!r}"
+        )
+    if isinstance(parsed, dict) and parsed.get("success") is False:
+        message = _scrub(_error_text(parsed) or "no error text", secrets)
+        raise request.unexpected_answer(status_code, f'with "success": false: {message}')
+    return parsed
+
+
+def http_error(
+    request: ApiRequest, response: RawResponse, secrets: tuple[str, ...], unauthorized: str | None = None
+) -> AtScaleHTTPError:
+    """Build the error for an HTTP error status, carrying AtScale's own error text and any Retry-After."""
+    status_code, body = response.status_code, response.body
+    parsed = _parse(body)
+    atscale_message = _error_text(parsed) if parsed is not _NOT_JSON else (_text(body) or None)
+    if atscale_message is not None:
+        atscale_message = _scrub(atscale_message, secrets)
+    message = f"AtScale {request.describe()} failed with HTTP {status_code}"
+    message += f": {atscale_message}" if atscale_message else " and no error text"
+    if hint := (unauthorized if status_code == 401 and unauthorized else _STATUS_HINTS.get(status_code)):
+        message += f" ({hint})"
+    error = http_error_class(status_code)(
+        message,
+        method=request.method,
+        path=request.path,
+        status_code=status_code,
+        atscale_message=atscale_message,
+    )
+    error.retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return error
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date.
+
+    :param value: the header's value, if any.
+    :param now: the current time in seconds since the epoch (default: the provider's clock).
+    :return: non-negative seconds, or ``None`` when absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, moment.timestamp() - (_clock.now() if now is None else now))
+
+
+class _NotJson:
+    pass
+
+
+_NOT_JSON: Any = _NotJson()
+
+
+def _parse(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _error_text(parsed: Any) -> str | None:
+    """Find the error's text in a JSON error body of any of the shapes seen in the wild."""
+    if isinstance(parsed, str):
+        return _clip(parsed) if parsed.strip() else None
+    if isinstance(parsed, list):
+        texts = [text for item in parsed if (text := _error_text(item))]
+        return _clip("; ".join(texts)) if texts else None
+    if isinstance(parsed, dict):
+        for key in _ERROR_TEXT_KEYS:
+            if key in parsed and (text := _error_text(parsed[key])):
+                return text
+    return None
+
+
+def _text(body: bytes) -> str:
+    return _clip(body.decode("utf-8", errors="replace").strip())
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _short(error: BaseException) -> str:
