@@ -44,9 +44,7 @@ class BuildRequest:
 
         :raises AtScaleConfigurationError: an argument is invalid; the message names it and its value.
         """
-        full = normalize_full_build(full_build)
-        overrides = normalize_grace_period_overrides(grace_period_overrides)
-        check_overrides_allowed(full, overrides)
+        full, overrides = check_build_arguments(full_build, grace_period_overrides)
         return cls(
             catalog_id=validate_id("catalog_id", catalog_id),
             model_id=validate_id("model_id", model_id),
@@ -86,6 +84,49 @@ class BatchRef:
             model_id=validate_id("model_id", model_id),
             batch_id=validate_id("batch_id", batch_id),
         )
+
+
+def check_build_arguments(full_build: object, grace_period_overrides: object) -> tuple[bool, dict[str, int]]:
+    """What to build, checked: ``full_build`` and ``grace_period_overrides`` read and refused together."""
+    full = normalize_full_build(full_build)
+    overrides = normalize_grace_period_overrides(grace_period_overrides)
+    check_overrides_allowed(full, overrides)
+    return full, overrides
+
+
+def check_one_of(id_field: str, id_value: object, name_field: str, name_value: object) -> None:
+    """
+    Refuse a pair of arguments that names a catalog or model neither or twice: one of an id and a name.
+
+    Run when the DAG is parsed (on the arguments as written) and again once they are rendered.
+
+    :param id_field: the id argument's name, ``catalog_id`` or ``model_id``.
+    :param id_value: its value.
+    :param name_field: the name argument's name, ``catalog_name`` or ``model_name``.
+    :param name_value: its value.
+    """
+    given = [field for field, value in ((id_field, id_value), (name_field, name_value)) if value is not None]
+    if len(given) != 1:
+        raise AtScaleConfigurationError(
+            f"give exactly one of {id_field} or {name_field}, "
+            + (
+                "got neither"
+                if not given
+                else f"got both ({id_field}={id_value!r}, {name_field}={name_value!r})"
+            )
+        )
+
+
+def validate_name(name: str, value: object) -> str:
+    """
+    Check a catalog or model name, as written in AtScale.
+
+    :param name: the argument's name, for the error message.
+    :param value: the value to check.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise AtScaleConfigurationError(f"{name} must be a non-empty name, got {value!r}")
+    return value
 
 
 # Ids become URL path segments: anything that would change the URL's meaning is refused, not escaped.

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from airflow_provider_atscale._flow import ApiRequest
 from airflow_provider_atscale._validation import BuildRequest
 from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
+from airflow_provider_atscale.errors import AtScaleConfigurationError
 
 T = TypeVar("T")
 
@@ -140,11 +141,42 @@ def read_catalogs(request: ApiRequest, status_code: int, data: Any) -> list[dict
     return data
 
 
+def find_named(items: list[dict[str, Any]], name: str, what: str, where: str) -> dict[str, Any]:
+    """
+    The one catalog or model called ``name``: written exactly so, or else written so in any case if only one
+    is; anything else is an error listing the names that exist.
+
+    :param items: the catalogs, or a catalog's models, as ``GET /v1/catalogs`` lists them.
+    :param name: the name asked for.
+    :param what: ``catalog`` or ``model``, for the message.
+    :param where: what they are, for the message: ``the catalogs this token sees``.
+    :raises AtScaleConfigurationError: no item or several items carry the name.
+    """
+    exact = [item for item in items if item.get("name") == name]
+    if not exact:
+        folded = name.casefold()
+        exact = [item for item in items if str(item.get("name", "")).casefold() == folded]
+    if len(exact) == 1:
+        return exact[0]
+    known = ", ".join(sorted(repr(str(item.get("name"))) for item in items)) or "none"
+    if not exact:
+        raise AtScaleConfigurationError(f"no {what} named {name!r} among {where}: {known}")
+    ids = ", ".join(str(item.get("id")) for item in exact)
+    raise AtScaleConfigurationError(
+        f"{len(exact)} {what}s are named {name!r} among {where} ({ids}): name it by {what}_id instead"
+    )
+
+
+def describe_catalogs(catalog_list: list[dict[str, Any]]) -> str:
+    """The catalogs the token sees, by id and name, for a message."""
+    return ", ".join(f"{c.get('id')} ({c.get('name')})" for c in catalog_list) or "none"
+
+
 def describe_known_models(catalog_list: list[dict[str, Any]], catalog_id: str) -> str:
     """A hint for a 404: the catalogs the token sees, or the models of the catalog asked for."""
     catalog = next((c for c in catalog_list if c.get("id") == catalog_id), None)
     if catalog is None:
-        known = ", ".join(f"{c.get('id')} ({c.get('name')})" for c in catalog_list) or "none"
+        known = describe_catalogs(catalog_list)
         return f"catalog {catalog_id} is not among the catalogs this token sees: {known}"
     models = catalog.get("models") or []
     known = ", ".join(f"{m.get('id')} ({m.get('name')})" for m in models if isinstance(m, dict)) or "none"

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow_provider_atscale import __version__
 from airflow_provider_atscale._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_atscale._flow import ApiRequest, Flow, RawResponse, Send, adrive, drive
-from airflow_provider_atscale._validation import BatchRef, BuildRequest
+from airflow_provider_atscale._validation import (
+    BatchRef,
+    BuildRequest,
+    check_one_of,
+    validate_id,
+    validate_name,
+)
 from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
 from airflow_provider_atscale.errors import (
     AtScaleConfigurationError,
@@ -266,6 +272,58 @@ class AtScaleHook(BaseHook):
     def list_catalogs(self) -> list[dict[str, Any]]:
         """The catalogs this token sees, each with its ``models``."""
         return self._run(_operations.list_catalogs(self.session.begin()))
+
+    def lookup_model(
+        self,
+        *,
+        catalog_id: str | None = None,
+        catalog_name: str | None = None,
+        model_id: str | None = None,
+        model_name: str | None = None,
+    ) -> tuple[str, str]:
+        """
+        The ids of a catalog and model given by id or by name: exactly one of each pair.
+
+        Names are looked up in ``GET /v1/catalogs`` (``name`` as written in AtScale; a name written in
+        another case is taken only where exactly one catalog or model has it). Ids are returned as given,
+        with no request where both are ids.
+
+        :param catalog_id: the catalog's id.
+        :param catalog_name: the catalog's name, e.g. ``Sales Insights``.
+        :param model_id: the model's id.
+        :param model_name: the model's name, e.g. ``Internet Sales``.
+        :return: ``(catalog_id, model_id)``.
+        :raises AtScaleConfigurationError: a pair gives neither or both, or a name matches no catalog or
+            model, or several; the message lists the names that exist.
+        """
+        check_one_of("catalog_id", catalog_id, "catalog_name", catalog_name)
+        check_one_of("model_id", model_id, "model_name", model_name)
+        for field, value in (("catalog_name", catalog_name), ("model_name", model_name)):
+            if value is not None:
+                validate_name(field, value)
+        for field, value in (("catalog_id", catalog_id), ("model_id", model_id)):
+            if value is not None:
+                validate_id(field, value)
+        if catalog_name is None and model_name is None:
+            return str(catalog_id), str(model_id)
+        catalogs = self.list_catalogs()
+        if catalog_name is not None:
+            catalog = _endpoints.find_named(catalogs, catalog_name, "catalog", "the catalogs this token sees")
+        else:
+            found = [c for c in catalogs if c.get("id") == catalog_id]
+            if not found:
+                raise AtScaleConfigurationError(
+                    f"catalog_id {catalog_id!r} is not among the catalogs this token sees: "
+                    + _endpoints.describe_catalogs(catalogs)
+                )
+            catalog = found[0]
+        found_catalog_id = validate_id("catalog_id", catalog.get("id"))
+        if model_name is None:
+            return found_catalog_id, validate_id("model_id", model_id)
+        where = f"the models of catalog {(catalog.get('name') or found_catalog_id)!r}"
+        models = [m for m in catalog.get("models") or [] if isinstance(m, dict)]
+        model = _endpoints.find_named(models, model_name, "model", where)
+        return found_catalog_id, validate_id("model_id", model.get("id"))
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection by listing catalogs, for the Test button of Airflow's connection form."""

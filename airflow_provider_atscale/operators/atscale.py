@@ -17,7 +17,12 @@ from airflow_provider_atscale._compat import (
     try_started_at,
 )
 from airflow_provider_atscale._durable import BuildRecord, BuildStore, Window, adoption_window
-from airflow_provider_atscale._validation import BuildRequest, validate_positive_seconds
+from airflow_provider_atscale._validation import (
+    BuildRequest,
+    check_build_arguments,
+    check_one_of,
+    validate_positive_seconds,
+)
 from airflow_provider_atscale._waiting import (
     BatchWaiting,
     Outcome,
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
     from airflow_provider_atscale.batches import AggregateBatch
     from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
+XCOM_CATALOG_ID = "catalog_id"
+XCOM_MODEL_ID = "model_id"
 XCOM_BATCH_ID = "batch_id"
 XCOM_BATCH_STATUS = "batch_status"
 
@@ -56,8 +63,14 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
     running build of this model and build type created during this task instance's tries. A first try
     always starts its own build, with its own overrides.
 
-    :param catalog_id: the catalog's id. Templated.
-    :param model_id: the model's id. Templated.
+    :param catalog_id: the catalog's id. Templated. Give it or ``catalog_name``.
+    :param model_id: the model's id. Templated. Give it or ``model_name``.
+    :param catalog_name: the catalog's name as AtScale shows it (``Sales Insights``), looked up in
+        ``GET /v1/catalogs`` when the task runs. Templated.
+    :param model_name: the model's name (``Internet Sales``), looked up likewise in the catalog. Templated.
+        Names are matched as written; a name in another case only where exactly one catalog or model has it.
+        An unknown or ambiguous name fails the task before any build, without retries, listing the names
+        that exist. The ids, given or found, are pushed to XCom (``catalog_id``, ``model_id``).
     :param full_build: rebuild every aggregate (``True``) or build incrementally (``False``, the default).
         Templated: after rendering, a bool or ``"true"``/``"false"`` in any case.
     :param grace_period_overrides: for incremental builds only, a mapping of dataset name to grace period,
@@ -75,15 +88,24 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         starting another (default ``True``, Airflow's name for this behaviour); ``False``: every try posts.
     """
 
-    template_fields: Sequence[str] = ("catalog_id", "model_id", "full_build", "grace_period_overrides")
+    template_fields: Sequence[str] = (
+        "catalog_id",
+        "model_id",
+        "catalog_name",
+        "model_name",
+        "full_build",
+        "grace_period_overrides",
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {"grace_period_overrides": "json"}
     ui_color = "#dbe9f9"
 
     def __init__(
         self,
         *,
-        catalog_id: str,
-        model_id: str,
+        catalog_id: str | None = None,
+        model_id: str | None = None,
+        catalog_name: str | None = None,
+        model_name: str | None = None,
         full_build: bool | str = False,
         grace_period_overrides: Mapping[str, Any] | str | None = None,
         atscale_conn_id: str = "atscale_default",
@@ -95,8 +117,12 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_one_of("catalog_id", catalog_id, "catalog_name", catalog_name)
+        check_one_of("model_id", model_id, "model_name", model_name)
         self.catalog_id = catalog_id
         self.model_id = model_id
+        self.catalog_name = catalog_name
+        self.model_name = model_name
         self.full_build = full_build
         self.grace_period_overrides = grace_period_overrides
         self.atscale_conn_id = atscale_conn_id
@@ -115,16 +141,36 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         return AtScaleHook(atscale_conn_id=self.atscale_conn_id)
 
     def build_request(self) -> BuildRequest:
-        """Check the rendered arguments; raises before anything is sent to AtScale."""
-        return BuildRequest.checked(
+        """
+        Check the rendered arguments (before any request), then find the ids of a catalog or model given by
+        name (``GET /v1/catalogs``): raises before any build is started.
+        """
+        full_build, overrides = check_build_arguments(self.full_build, self.grace_period_overrides)
+        catalog_id, model_id = self.hook.lookup_model(
             catalog_id=self.catalog_id,
+            catalog_name=self.catalog_name,
             model_id=self.model_id,
-            full_build=self.full_build,
-            grace_period_overrides=self.grace_period_overrides,
+            model_name=self.model_name,
+        )
+        if self.catalog_name is not None or self.model_name is not None:
+            self.log.info(
+                "AtScale model %r of catalog %r: model id %s, catalog id %s",
+                self.model_name or model_id,
+                self.catalog_name or catalog_id,
+                model_id,
+                catalog_id,
+            )
+        return BuildRequest.checked(
+            catalog_id=catalog_id,
+            model_id=model_id,
+            full_build=full_build,
+            grace_period_overrides=overrides,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = self.build_request()
+        context["ti"].xcom_push(key=XCOM_CATALOG_ID, value=request.catalog_id)
+        context["ti"].xcom_push(key=XCOM_MODEL_ID, value=request.model_id)
         store = BuildStore.of(context) if self.durable else None
         batch_id, batch = self._own_batch(context, request, store)
         self.batch_id = batch_id

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._compat import BaseSensorOperator, Context, conf
-from airflow_provider_atscale._validation import BatchRef, validate_positive_seconds
+from airflow_provider_atscale._validation import check_one_of, validate_id, validate_positive_seconds
 from airflow_provider_atscale._waiting import BatchWaiting, is_passing, outcome_of, raise_unless_succeeded
 from airflow_provider_atscale.batches import format_duration
 from airflow_provider_atscale.errors import AtScaleError
@@ -27,8 +27,10 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
     that fails in a way that may pass (no answer, 429, 5xx) counts as "not yet": the outage is logged when
     it starts and when it ends, and only the sensor's ``timeout`` ends the wait.
 
-    :param catalog_id: the catalog's id. Templated.
-    :param model_id: the model's id. Templated.
+    :param catalog_id: the catalog's id. Templated. Give it or ``catalog_name``.
+    :param model_id: the model's id. Templated. Give it or ``model_name``.
+    :param catalog_name: the catalog's name, looked up when the sensor runs (as the operator does). Templated.
+    :param model_name: the model's name, looked up likewise. Templated.
     :param batch_id: the batch to wait on. Templated, e.g.
         ``"{{ ti.xcom_pull(task_ids='build', key='batch_id') }}"``.
     :param atscale_conn_id: the ``atscale`` Airflow connection.
@@ -36,27 +38,43 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
         ``[operators] default_deferrable``. ``poke_interval`` and ``timeout`` apply in both modes.
     """
 
-    template_fields: Sequence[str] = ("catalog_id", "model_id", "batch_id")
+    template_fields: Sequence[str] = ("catalog_id", "model_id", "catalog_name", "model_name", "batch_id")
     ui_color = "#dbe9f9"
 
     def __init__(
         self,
         *,
-        catalog_id: str,
-        model_id: str,
         batch_id: str,
+        catalog_id: str | None = None,
+        model_id: str | None = None,
+        catalog_name: str | None = None,
+        model_name: str | None = None,
         atscale_conn_id: str = "atscale_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_one_of("catalog_id", catalog_id, "catalog_name", catalog_name)
+        check_one_of("model_id", model_id, "model_name", model_name)
         self.catalog_id = catalog_id
         self.model_id = model_id
+        self.catalog_name = catalog_name
+        self.model_name = model_name
         self.batch_id = batch_id
         self.atscale_conn_id = atscale_conn_id
         self.deferrable = deferrable
         validate_positive_seconds("poke_interval", self.poke_interval)
         self._outage_since: float | None = None
+
+    @cached_property
+    def model_ids(self) -> tuple[str, str]:
+        """The catalog and model ids, given or found by name (``GET /v1/catalogs``), once per task run."""
+        return self.hook.lookup_model(
+            catalog_id=self.catalog_id,
+            catalog_name=self.catalog_name,
+            model_id=self.model_id,
+            model_name=self.model_name,
+        )
 
     @cached_property
     def hook(self) -> AtScaleHook:
@@ -66,13 +84,13 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
         return AtScaleHook(atscale_conn_id=self.atscale_conn_id)
 
     def execute(self, context: Context) -> Any:
-        # The hook checks the ids before every request; checked here too, so a bad one fails before deferral.
-        BatchRef.checked(catalog_id=self.catalog_id, model_id=self.model_id, batch_id=self.batch_id)
+        validate_id("batch_id", self.batch_id)
+        catalog_id, model_id = self.model_ids  # names looked up, bad ids refused: before any deferral
         if not self.deferrable:
             return super().execute(context)
         self.defer_until_done(
-            catalog_id=self.catalog_id,
-            model_id=self.model_id,
+            catalog_id=catalog_id,
+            model_id=model_id,
             batch_id=self.batch_id,
             poll_interval=float(self.poke_interval),
             timeout=float(self.timeout),
@@ -83,7 +101,7 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
         from airflow_provider_atscale._compat import PokeReturnValue
 
         try:
-            batch = self.hook.get_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
+            batch = self.hook.get_aggregate_batch(*self.model_ids, self.batch_id)
         except AtScaleError as error:
             if not is_passing(error):
                 raise

@@ -37,6 +37,8 @@ from tests.helpers import (
 )
 
 DAG_RUN_START = datetime(2025, 2, 27, 9, 0, tzinfo=timezone.utc)
+IDS = {"catalog_id": [CATALOG_ID], "model_id": [MODEL_ID]}
+"""The XCom every run pushes first: the ids the build is of."""
 
 
 def operator(**kwargs: Any) -> AtScaleAggregateBuildOperator:
@@ -90,7 +92,7 @@ class TestStart:
         result = operator(wait_for_completion=False).execute(ctx)
 
         assert result == batch_object()
-        assert ctx["ti"].xcom == {"batch_id": [BATCH_ID], "batch_status": ["new"]}
+        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["new"]}
         assert [r.method for r in atscale.request_history] == ["POST"], "a first try only posts"
 
     def test_logs_one_line_with_everything_about_the_new_batch(
@@ -159,7 +161,7 @@ class TestWaiting:
         result = operator().execute(ctx)
 
         assert result["status"] == "done"
-        assert ctx["ti"].xcom == {"batch_id": [BATCH_ID], "batch_status": ["new", "done"]}
+        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["new", "done"]}
         assert fake_clock.sleeps == [30, 30, 30]
         assert [r.method for r in atscale.request_history] == ["POST", "POST", "GET", "GET", "GET"], (
             "the build, the token exchange for history, one poll per interval"
@@ -291,7 +293,7 @@ class TestDeferrable:
         with pytest.raises(TaskDeferred) as excinfo:
             operator(deferrable=True, timeout=3600).execute(ctx)
 
-        assert ctx["ti"].xcom == {"batch_id": [BATCH_ID], "batch_status": ["new"]}
+        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["new"]}
         trigger = excinfo.value.trigger
         assert isinstance(trigger, AtScaleAggregateBatchTrigger)
         assert excinfo.value.method_name == "execute_complete"
@@ -443,7 +445,7 @@ class TestDurable:
 
         assert result["status"] == "done"
         assert posts(atscale) == 0
-        assert ctx["ti"].xcom == {"batch_id": [BATCH_ID], "batch_status": ["inprogress", "done"]}
+        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["inprogress", "done"]}
         assert f"Resuming AtScale batch {BATCH_ID} (inprogress), which an earlier try" in task_log(capsys)
 
     def test_a_retry_finishes_with_a_recorded_batch_that_finished_good_without_posting(
@@ -456,7 +458,7 @@ class TestDurable:
 
         assert result["status"] == "done"
         assert posts(atscale) == 0
-        assert ctx["ti"].xcom == {"batch_id": [BATCH_ID], "batch_status": ["done"]}
+        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["done"]}
         assert fake_clock.sleeps == [], "nothing to wait for"
 
     @pytest.mark.parametrize("status", ["failed", "archived"])
@@ -606,4 +608,4 @@ class TestDurable:
 
         assert result["status"] == "done"
         assert posts(atscale) == 0
-        assert ctx["ti"].xcom == {"batch_id": [BATCH_ID], "batch_status": ["done"]}
+        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["done"]}
