@@ -104,6 +104,13 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Retries of a request that failed in a way that may pass.",
                         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0, "maximum": 100},
                     },
+                    "lineage_namespaces": {
+                        "label": "OpenLineage namespaces",
+                        "description": "JSON object: AtScale data-warehouse connection id to the OpenLineage "
+                        'namespace of its aggregate tables, e.g. {"snowflake-warehouse": '
+                        '"snowflake://acme-xy12345"}, or to {"namespace": ..., "database": ...}.',
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "retry_max_wait": {
                         "label": "Max retry wait (seconds)",
                         "description": "Seconds one request may spend waiting between retries, in all.",

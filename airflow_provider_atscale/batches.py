@@ -236,6 +236,7 @@ class AggregateInstance:
     :param message: AtScale's explanation, the reason for a failed aggregate.
     :param batch_id: the batch that built it.
     :param number_of_rows: rows in the table, where AtScale tells.
+    :param connection_id: the AtScale data-warehouse connection the table lives in, where AtScale tells.
     """
 
     id: str
@@ -245,6 +246,7 @@ class AggregateInstance:
     message: str | None = None
     batch_id: str | None = None
     number_of_rows: int | None = None
+    connection_id: str | None = None
 
     @property
     def is_built(self) -> bool:
@@ -276,7 +278,8 @@ class AggregateInstance:
             table_schema=data.get("tableSchema"),
             message=data.get("message") or None,
             batch_id=data.get("batchId"),
-            number_of_rows=stats.get("numberOfRows"),
+            number_of_rows=_optional_int(stats.get("numberOfRows")),
+            connection_id=data.get("connectionId") or None,
         )
 
     def describe(self) -> str:
@@ -284,6 +287,10 @@ class AggregateInstance:
         name = ".".join(part for part in (self.table_schema, self.table_name) if part) or self.id
         text = f"{name} ({self.status})"
         return f"{text}: {self.message}" if self.message else text
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def status_from_instances(instances: list[AggregateInstance]) -> str:

@@ -71,6 +71,7 @@ def test_the_connection_form_relabels_hides_and_adds_fields() -> None:
         "realm",
         "max_retries",
         "retry_max_wait",
+        "lineage_namespaces",
     }
     assert manager.connection_form_widgets["extra__atscale__client_secret"].is_sensitive is True
 

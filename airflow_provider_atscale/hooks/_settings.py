@@ -51,7 +51,10 @@ class ConnectionSettings:
     :param client_secret: its secret, if the client has one; never shown in a repr.
     :param realm: the Identity Broker realm.
     :param max_retries: retries of a request that failed in a way that may pass.
-    :param retry_max_wait: seconds a request may spend waiting between retries, in all.
+    :param retry_max_wait: seconds one call may spend waiting between retries, in all.
+    :param lineage_namespaces: AtScale data-warehouse connection id to where its aggregate tables live, for
+        OpenLineage: an OpenLineage namespace (``snowflake://acme-xy12345``), and the database the table
+        names are prefixed with, if any.
     """
 
     conn_id: str
@@ -66,6 +69,7 @@ class ConnectionSettings:
     realm: str = DEFAULT_REALM
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_max_wait: float = DEFAULT_RETRY_MAX_WAIT
+    lineage_namespaces: Mapping[str, LineageTarget] = field(default_factory=dict)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -110,7 +114,55 @@ class ConnectionSettings:
             retry_max_wait=_non_negative_number(
                 conn_id, "retry_max_wait", _extra(extras, "retry_max_wait"), DEFAULT_RETRY_MAX_WAIT
             ),
+            lineage_namespaces=_lineage_namespaces(conn_id, _extra(extras, "lineage_namespaces")),
         )
+
+
+@dataclass(frozen=True)
+class LineageTarget:
+    """
+    Where the aggregate tables of one AtScale data-warehouse connection live, for OpenLineage.
+
+    :param namespace: the OpenLineage namespace of the warehouse, e.g. ``snowflake://acme-xy12345``.
+    :param database: the database the tables' ``schema.table`` names are prefixed with, if any.
+    """
+
+    namespace: str
+    database: str | None = None
+
+
+def _lineage_namespaces(conn_id: str, value: Any) -> dict[str, LineageTarget]:
+    """
+    Read ``lineage_namespaces``: a JSON object (or its text) of AtScale connection id to a namespace string
+    or to ``{"namespace": ..., "database": ...}``.
+    """
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    problem = f"Connection {conn_id!r}: extra 'lineage_namespaces' must map AtScale connection ids to"
+    problem += ' OpenLineage namespaces, e.g. {"snowflake-warehouse": "snowflake://acme-xy12345"}'
+    if not isinstance(value, dict):
+        raise AtScaleConfigurationError(f"{problem}; got {value!r}")
+    targets: dict[str, LineageTarget] = {}
+    for connection, target in value.items():
+        if isinstance(target, str) and target.strip():
+            targets[str(connection)] = LineageTarget(target.strip())
+        elif (
+            isinstance(target, dict)
+            and isinstance(target.get("namespace"), str)
+            and target["namespace"].strip()
+            and isinstance(target.get("database"), (str, type(None)))
+        ):
+            targets[str(connection)] = LineageTarget(
+                target["namespace"].strip(), target.get("database") or None
+            )
+        else:
+            raise AtScaleConfigurationError(f"{problem}; got {target!r} for {connection!r}")
+    return targets
 
 
 def _extras(conn_id: str, raw: str | None) -> Mapping[str, Any]:

@@ -132,6 +132,8 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         self.deferrable = deferrable
         self.durable = durable
         self.batch_id: str | None = None
+        self.finished_batch: AggregateBatch | None = None
+        """The batch as the task last saw it, for lineage."""
 
     @cached_property
     def hook(self) -> AtScaleHook:
@@ -237,6 +239,7 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         With ``wait_for_completion=False`` the batch may still run; the task is done with it all the same.
         """
         self.batch_id = batch.id
+        self.finished_batch = batch
         context["ti"].xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
         if self.wait_for_completion:
             raise_unless_succeeded(batch, self.hook, self.log)
@@ -256,6 +259,25 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         :param event: the trigger event's payload.
         """
         return self.complete(context, self.batch_from_event(event))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """
+        Lineage for OpenLineage (called only by apache-airflow-providers-openlineage): one output dataset per
+        aggregate table the batch built, and a run facet with the batch id, build type and final status.
+
+        :param task_instance: the finished task instance (unused: the operator kept its batch).
+        """
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from airflow_provider_atscale._lineage import aggregate_build_lineage
+
+        batch = self.finished_batch
+        if batch is None:
+            return OperatorLineage()
+        full_build = batch.is_full_build
+        if full_build is None:
+            full_build = check_build_arguments(self.full_build, self.grace_period_overrides)[0]
+        return aggregate_build_lineage(self.hook, batch, full_build=full_build)
 
     def on_kill(self) -> None:
         """AtScale's API cannot cancel a batch: say so, with the batch id, so nobody assumes it stopped."""

@@ -109,3 +109,14 @@ with DAG("atscale_test_beside_another_build", schedule=None, start_date=START):
         poll_interval=30,
     )
     other >> ours
+
+with DAG("atscale_test_lineage", schedule=None, start_date=START):
+    # Run by `airflow dags test` in a process of its own, against an emulator whose builds take a second.
+    AtScaleAggregateBuildOperator(
+        task_id="build",
+        catalog_name="Sales Insights",
+        model_name="Internet Sales",
+        full_build=True,
+        poll_interval=1,
+        timeout=120,
+    )

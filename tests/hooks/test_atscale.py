@@ -299,6 +299,15 @@ class TestBadInputIsRejectedBeforeAnyRequest:
             ({"extra": {"timeout": -1}}, "extra 'timeout' must be a positive number of seconds, got -1"),
             ({"extra": {"timeout": "soon"}}, "got 'soon'"),
             ({"extra": {"timeout": True}}, "got True"),
+            (
+                {"extra": {"lineage_namespaces": ["snowflake://a"]}},
+                "extra 'lineage_namespaces' must map AtScale connection ids to OpenLineage namespaces",
+            ),
+            (
+                {"extra": {"lineage_namespaces": {"wh": {"database": "DB"}}}},
+                "got {'database': 'DB'} for 'wh'",
+            ),
+            ({"extra": {"lineage_namespaces": "{not json"}}, "lineage_namespaces' must map"),
         ],
     )
     def test_bad_connection(
