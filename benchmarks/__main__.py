@@ -21,11 +21,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import imports
+from benchmarks import compare, imports
 from benchmarks.report import BenchResult, Figure, Verdict, render_table, summary_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS = ("imports", "builds", "triggerer", "compare")
 
 
 def run_module(module: str, options: list[str], results: Path, name: str) -> BenchResult:
@@ -48,7 +49,8 @@ def run_module(module: str, options: list[str], results: Path, name: str) -> Ben
             check=False,
         )
     if completed.returncode != 0 or not output.exists():
-        raise RuntimeError(f"exit status {completed.returncode}; see {log.relative_to(ROOT)}")
+        shown = log.relative_to(ROOT) if log.is_relative_to(ROOT) else log
+        raise RuntimeError(f"exit status {completed.returncode}; see {shown}")
     return BenchResult.read(output)
 
 
@@ -77,7 +79,15 @@ def environment() -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
     ).stdout.strip()
-    packages = ("airflow-provider-atscale", "apache-airflow", "apache-airflow-providers-http", "httpx")
+    packages = (
+        "airflow-provider-atscale",
+        "apache-airflow",
+        "apache-airflow-providers-http",
+        "apache-airflow-providers-dbt-cloud",
+        "apache-airflow-providers-databricks",
+        "httpx",
+        "aiohttp",
+    )
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -87,20 +97,79 @@ def environment() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    """Run the benchmarks, print the table, write ``latest.json``."""
+def parse_only(value: str) -> list[str]:
+    """
+    ``--only``'s benchmarks, checked.
+
+    :param value: comma-separated names among :data:`BENCHMARKS`.
+    """
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(BENCHMARKS)}; got {value!r}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line parser."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=12, help="fresh processes per module (import time)")
-    parser.add_argument("--triggers", type=int, default=1000)
-    parser.add_argument("--trigger-poll-interval", type=float, default=5.0)
+    parser.add_argument(
+        "--only",
+        type=parse_only,
+        default=list(BENCHMARKS),
+        help=f"run only these benchmarks, comma-separated: {', '.join(BENCHMARKS)} (default: all)",
+    )
+    parser.add_argument(
+        "--triggers", type=int, default=1000, help="triggers of the capacity run, and per family and round"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="trigger comparison: rounds of every family")
+    parser.add_argument(
+        "--import-rounds", type=int, default=12, help="DAG-parse import: fresh processes per module"
+    )
+    parser.add_argument(
+        "--compare-import-rounds",
+        type=int,
+        default=compare.DEFAULT_IMPORT_ROUNDS,
+        help="trigger comparison: fresh processes per family for the trigger + hook import",
+    )
+    parser.add_argument(
+        "--trigger-poll-interval", type=float, default=5.0, help="capacity run and comparison"
+    )
+    parser.add_argument(
+        "--job-seconds",
+        type=float,
+        nargs=2,
+        default=compare.DEFAULT_JOB_SECONDS,
+        metavar=("LO", "HI"),
+        help="trigger comparison: each job's length is drawn from this range",
+    )
+    parser.add_argument("--tls", action="store_true", help="trigger comparison: every family over HTTPS")
     parser.add_argument("--build-poll-interval", type=float, default=2.0)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    """Run the benchmarks, print the table, write ``latest.json``."""
+    args = build_parser().parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    steps: list[tuple[str, Callable[[], BenchResult]]] = [
-        (imports.SECTION, lambda: imports.run(args.rounds)),
-        (
+    compare_options = [
+        "--triggers",
+        str(args.triggers),
+        "--rounds",
+        str(args.rounds),
+        "--poll-interval",
+        str(args.trigger_poll_interval),
+        "--job-seconds",
+        *(str(seconds) for seconds in args.job_seconds),
+        "--import-rounds",
+        str(args.compare_import_rounds),
+        *(["--tls"] if args.tls else []),
+    ]
+    all_steps: dict[str, tuple[str, Callable[[], BenchResult]]] = {
+        "imports": (imports.SECTION, lambda: imports.run(args.import_rounds)),
+        "builds": (
             "3./4. Builds",
             lambda: run_module(
                 "benchmarks.builds",
@@ -109,7 +178,7 @@ def main() -> None:
                 "builds",
             ),
         ),
-        (
+        "triggerer": (
             "2. Triggerer capacity",
             lambda: run_module(
                 "benchmarks.triggerer",
@@ -118,7 +187,12 @@ def main() -> None:
                 "triggerer",
             ),
         ),
-    ]
+        "compare": (
+            compare.SECTION,
+            lambda: run_module("benchmarks.compare", compare_options, args.results, "compare"),
+        ),
+    }
+    steps = [all_steps[name] for name in BENCHMARKS if name in args.only]
     results: dict[str, BenchResult] = {}
     for section, step in steps:
         print(f"bench: {section} ...", flush=True)
@@ -138,6 +212,11 @@ def main() -> None:
     latest.write_text(json.dumps(report, indent=2, default=str))
     print()
     print(render_table(figures))
+    comparison = results.get(compare.SECTION)
+    if comparison is not None and "table" in comparison.details:
+        print()
+        print(f"{compare.SECTION}, medians over {comparison.details['scenario']['rounds']} round(s):")
+        print(comparison.details["table"])
     print()
     print(f"bench: {summary_line(figures)}")
     print(f"bench: {elapsed:.0f} s; table and details in {latest}")

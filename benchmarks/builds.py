@@ -5,7 +5,7 @@ Requests per build, TCP connections per hook, and detection latency, in real tim
 
 Against the benchmark emulator in a process of its own, with one model per build so every request can be
 told apart: each build of known duration ``D`` (time ``new`` plus build time) runs through the operator,
-``reuse_running_batch=False``, executed with a minimal context, in both waiting modes at once:
+``durable=False`` (every try posts), executed with a minimal context, in both waiting modes at once:
 
 - sync: ``deferrable=False``; the operator polls on its worker thread (one thread per build here);
 - deferred: ``deferrable=True``; ``execute`` starts the build and defers, the trigger runs to its event on
@@ -143,7 +143,7 @@ def make_operator(build: Build, catalog_id: str) -> Any:
         full_build=True,
         poll_interval=build.poll_interval,
         deferrable=build.mode == "deferred",
-        reuse_running_batch=False,
+        durable=False,
     )
 
 

@@ -59,11 +59,12 @@ def probe(module: str, environment: dict[str, str]) -> Sample:
     """
     Time ``module``'s import in a fresh interpreter.
 
-    :param module: the module to import.
+    :param module: the module to import; several, separated by spaces, are imported in turn and timed
+        together.
     :param environment: the child's environment.
     """
     completed = subprocess.run(
-        [sys.executable, "-I", str(PROBE), module],
+        [sys.executable, "-I", str(PROBE), *module.split()],
         capture_output=True,
         text=True,
         env=environment,

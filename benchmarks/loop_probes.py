@@ -9,6 +9,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -72,19 +73,23 @@ class SleepGauge:
     Wraps an async sleep function and counts the coroutines inside it: the ones waiting for their next poll.
 
     :param sleep: the sleep function to wrap, e.g. ``asyncio.sleep``.
+    :param min_seconds: count only sleeps at least this long (to tell poll waits from short internal ones).
     """
 
-    def __init__(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+    def __init__(self, sleep: Callable[..., Awaitable[Any]], min_seconds: float = 0.0) -> None:
         self._sleep = sleep
+        self._min_seconds = min_seconds
         self.sleeping = 0
         self.sleeps = 0
 
-    async def __call__(self, seconds: float) -> None:
+    async def __call__(self, seconds: float, *args: Any, **kwargs: Any) -> Any:
         """Sleep as the wrapped function does, counted."""
+        if seconds < self._min_seconds:
+            return await self._sleep(seconds, *args, **kwargs)
         self.sleeping += 1
         self.sleeps += 1
         try:
-            await self._sleep(seconds)
+            return await self._sleep(seconds, *args, **kwargs)
         finally:
             self.sleeping -= 1
 

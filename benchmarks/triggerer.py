@@ -555,7 +555,8 @@ def run(scenario: Scenario) -> BenchResult:
         if scenario.memory_probe:
             parked = create_batches(emulator, long_running, scenario.triggers)
             parked_triggers = make_triggers(parked, emulator.catalog_id, MEMORY_PROBE_POLL_INTERVAL)
-            probe = asyncio.run(probe_memory(parked_triggers, MEMORY_PROBE_POLL_INTERVAL))
+            # First polls come half to one interval after the start, second ones an interval after those.
+            probe = asyncio.run(probe_memory(parked_triggers, 1.5 * MEMORY_PROBE_POLL_INTERVAL))
     return judge(scenario, targets, run_result, probe, requests, latencies, base_url, emulator_cpu)
 
 
