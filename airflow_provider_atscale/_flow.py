@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from airflow_provider_atscale import _clock
-from airflow_provider_atscale.errors import AtScaleError, AtScaleResponseError
+from airflow_provider_atscale.errors import AtScaleError, AtScaleResponseError, AtScaleTransportError
 
 T = TypeVar("T")
 Flow = Generator[Any, Any, T]
@@ -62,6 +62,23 @@ class ApiRequest:
         """``METHOD /path`` for messages."""
         return f"{self.method} {self.path}"
 
+    def no_answer(self, base_url: str, error: BaseException, *, opened: bool) -> AtScaleTransportError:
+        """
+        The error for this request getting no HTTP answer at all.
+
+        :param base_url: where it was sent.
+        :param error: what the transport raised; its text names the URL and pool, never a header.
+        :param opened: whether a connection had opened (if not, AtScale surely did not see the request).
+        """
+        text = str(error) or type(error).__name__
+        text = text if len(text) <= 300 else text[:300] + "..."
+        return AtScaleTransportError(
+            f"AtScale {self.describe()} got no answer from {base_url}: {type(error).__name__} ({text})",
+            method=self.method,
+            path=self.path,
+            connection_opened=opened,
+        )
+
     def unexpected_answer(self, status_code: int, what: str) -> AtScaleResponseError:
         """The error for an answer to this request that is not what the API promises, and why."""
         return AtScaleResponseError(
@@ -78,8 +95,7 @@ class ApiRequest:
         return self.method, self.path, tuple(sorted(self.params.items())), grant
 
 
-@dataclass(frozen=True)
-class RawResponse:
+class RawResponse(NamedTuple):
     """
     An HTTP answer as a transport received it.
 
@@ -93,8 +109,7 @@ class RawResponse:
     body: bytes
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     """
     Instruction: send this request with these headers and answer the :class:`RawResponse` (or throw the
     ``AtScaleTransportError`` of no answer).
@@ -104,11 +119,13 @@ class Send:
     """
 
     request: ApiRequest
-    headers: Mapping[str, str] = field(repr=False)
+    headers: Mapping[str, str]
+
+    def __repr__(self) -> str:
+        return f"Send(request={self.request!r})"
 
 
-@dataclass(frozen=True)
-class Sleep:
+class Sleep(NamedTuple):
     """Instruction: wait this many seconds (the driver knows how: sync or async)."""
 
     seconds: float

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_atscale.errors import AtScaleConfigurationError
 
@@ -62,8 +62,7 @@ class BuildRequest:
         return "a full build" if self.full_build else "an incremental build"
 
 
-@dataclass(frozen=True)
-class BatchRef:
+class BatchRef(NamedTuple):
     """
     A checked reference to one batch of one model.
 

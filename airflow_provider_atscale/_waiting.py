@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar
 
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._flow import POLL, Flow, Sleep, drive
@@ -76,8 +76,7 @@ def is_passing(error: BaseException) -> bool:
     return isinstance(error, (AtScaleTransportError, AtScaleRateLimitError, AtScaleServerError))
 
 
-@dataclass(frozen=True)
-class WaitPlan:
+class WaitPlan(NamedTuple):
     """
     What one wait on a batch is: plain values, the trigger's serialized arguments among them.
 
@@ -185,6 +184,7 @@ class StatusChangeLog:
         self._started_at = started_at
         self.last_status = last_status
         self._seen_until: float | None = None
+        self._estimate = "not given"
 
     def seen_until(self, moment: float) -> None:
         """
@@ -199,6 +199,9 @@ class StatusChangeLog:
     def observe(self, batch: AggregateBatch, now: float) -> None:
         """Log the batch's status if it differs from the last one reported."""
         seen_until, self._seen_until = self._seen_until, None
+        if batch.estimate_time is not None:
+            # Kept: a batch read from its aggregate instances (history unavailable for a moment) has none.
+            self._estimate = batch.describe_estimate()
         if batch.status == self.last_status:
             return
         self.last_status = batch.status
@@ -210,7 +213,7 @@ class StatusChangeLog:
             batch.id,
             batch.status,
             format_duration(max(0.0, now - self._started_at)),
-            batch.describe_estimate(),
+            self._estimate,
         )
 
 

@@ -64,7 +64,11 @@ def parse_api_datetime(value: Any) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"expected an ISO 8601 timestamp, got {value!r}")
-    parsed = datetime.fromisoformat(_normalize_iso(value.strip()))
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        # Python 3.10 reads less than 3.11 does (see _normalize_iso); polls read three of these each.
+        parsed = datetime.fromisoformat(_normalize_iso(value.strip()))
     if parsed.tzinfo is None:
         # AtScale sends UTC; a timestamp without an offset is read as UTC rather than local time.
         parsed = parsed.replace(tzinfo=timezone.utc)
@@ -178,7 +182,9 @@ class AggregateBatch:
             batch_type=data.get("batchType"),
             start_time=parse_api_datetime(data.get("startTime")),
             end_time=parse_api_datetime(data.get("endTime")),
-            raw=copy.deepcopy(dict(data)),
+            # A shallow copy: the hook reads batches from JSON it parsed and shares with nobody, and polls
+            # read one on every poll; to_api() hands out deep copies.
+            raw=dict(data),
         )
 
     def to_api(self) -> dict[str, Any]:

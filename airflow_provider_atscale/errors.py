@@ -10,7 +10,7 @@ differently::
     ├── AtScaleResponseError        an answer that is not what the API promises, or "success": false
     ├── AtScaleHTTPError            an HTTP error status
     │   ├── AtScaleBadRequestError      400
-    │   ├── AtScaleAuthError            401, 403
+    │   ├── AtScaleAuthError            401, 403 (no Airflow retries)
     │   ├── AtScaleNotFoundError        404
     │   ├── AtScaleRateLimitError       429
     │   └── AtScaleServerError          5xx
@@ -105,8 +105,12 @@ class AtScaleBadRequestError(AtScaleHTTPError):
     """400: AtScale rejected the request's parameters or body."""
 
 
-class AtScaleAuthError(AtScaleHTTPError):
-    """401 or 403: the token is missing, wrong or expired, or lacks a role (``aggregates_manage``)."""
+class AtScaleAuthError(AtScaleHTTPError, AirflowFailException):
+    """
+    401 or 403 (after authenticating again): the token is missing, wrong, expired or revoked, or its user
+    lacks a role (``aggregates_manage``). The task fails without Airflow's retries: the same credentials fail
+    again; fix the connection and clear the task.
+    """
 
 
 class AtScaleNotFoundError(AtScaleHTTPError):

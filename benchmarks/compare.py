@@ -40,7 +40,9 @@ DEFAULT_IMPORT_ROUNDS = 5
 BASELINE_BYTES_PER_POLL = 9563
 BASELINE_CONNECTIONS_PER_TRIGGER = 1.0
 BASELINE_RSS_KIB = 32.0
-BASELINE_IMPORT_MS = 17.0
+BASELINE_IMPORT_RATIO = 17.0 / 136.0
+"""Our trigger and hook's import cost over the lighter peer's when this work began (17 ms against dbt Cloud's
+136 ms): import times depend on the machine, so the target is this ratio, measured beside the peers."""
 
 
 @dataclass(frozen=True)
@@ -314,8 +316,10 @@ TARGETS = (
     ),
     Target(
         IMPORT_ROW,
-        _fixed(BASELINE_IMPORT_MS),
-        lambda limit: f"<= {BASELINE_IMPORT_MS:.0f} ms (issue 13)",
+        lambda figures: (
+            None if (best := _best_peer(IMPORT_ROW)(figures)) is None else best * BASELINE_IMPORT_RATIO
+        ),
+        lambda limit: f"<= {BASELINE_IMPORT_RATIO:.3f} x the lighter peer's ({IMPORT_ROW.format(limit)})",
     ),
 )
 _TARGET = {target.row.key: target for target in TARGETS}

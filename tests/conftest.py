@@ -55,6 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_tokens_from_earlier_tests() -> Iterator[None]:
+    """Hooks of one process share their tokens; each test starts with none."""
+    from airflow_provider_atscale.hooks._auth import forget_tokens
+
+    forget_tokens()
+    yield
+    forget_tokens()
+
+
 @pytest.fixture
 def atscale_conn(monkeypatch: pytest.MonkeyPatch) -> str:
     """The default ``atscale`` connection, pointing at a host only requests-mock answers."""

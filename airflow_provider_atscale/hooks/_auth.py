@@ -18,8 +18,7 @@ import base64
 import binascii
 import json
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._flow import ApiRequest
@@ -35,10 +34,12 @@ RENEW_BEFORE_EXPIRY = 60.0
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class _Token:
-    value: str = field(repr=False)
+class _Token(NamedTuple):
+    value: str
     renew_at: float
+
+    def __repr__(self) -> str:
+        return f"_Token(renew_at={self.renew_at})"
 
     @classmethod
     def issued(cls, value: str, now: float, lifetime: float) -> _Token:
@@ -52,17 +53,58 @@ class _Token:
         return _clock.now() < self.renew_at
 
 
+_tokens: dict[tuple[Any, ...], dict[str, _Token]] = {}
+"""Access and refresh tokens by the credentials they were issued for, shared by every hook of the process: a
+triggerer's thousand waiting triggers, each with a hook of its own, exchange the API token once, not each."""
+
+
+def forget_tokens() -> None:
+    """Forget every token this process holds (the next request of each hook obtains a new one)."""
+    _tokens.clear()
+
+
 class Credentials:
     """
-    The tokens of one connection: kept across a hook's calls, renewed before they expire.
+    The tokens of one connection: shared by the hooks of the process with the same credentials, renewed
+    before they expire.
 
     :param settings: the connection's settings.
     """
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self._settings = settings
-        self._access: _Token | None = None
-        self._refresh: _Token | None = None
+        key = (
+            settings.base_url,
+            settings.auth_type,
+            settings.token,
+            settings.login,
+            settings.client_id,
+            settings.client_secret,
+            settings.realm,
+        )
+        self._held = _tokens.setdefault(key, {})
+
+    @property
+    def _access(self) -> _Token | None:
+        return self._held.get("access")
+
+    @_access.setter
+    def _access(self, token: _Token | None) -> None:
+        self._set("access", token)
+
+    @property
+    def _refresh(self) -> _Token | None:
+        return self._held.get("refresh")
+
+    @_refresh.setter
+    def _refresh(self, token: _Token | None) -> None:
+        self._set("refresh", token)
+
+    def _set(self, kind: str, token: _Token | None) -> None:
+        if token is None:
+            self._held.pop(kind, None)
+        else:
+            self._held[kind] = token
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(auth_type={self._settings.auth_type!r})"

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -70,7 +68,6 @@ def is_ambiguous(error: BaseException) -> bool:
     return isinstance(error, AtScaleHTTPError) and error.http_status in AMBIGUOUS_STATUSES
 
 
-@dataclass
 class RetryBudget:
     """
     The attempts and the waiting one logical call may still spend.
@@ -79,21 +76,24 @@ class RetryBudget:
     :param max_wait: seconds the whole call may sleep between attempts.
     """
 
-    max_retries: int
-    max_wait: float
-    attempts: Counter[Any] = field(default_factory=Counter)
-    waited: float = 0.0
-    failures: dict[Any, AtScaleError] = field(default_factory=dict)
-    """The last failure of each request: raised again if the call asks for it after its attempts are spent."""
+    __slots__ = ("attempts", "failures", "max_retries", "max_wait", "waited")
+
+    def __init__(self, max_retries: int, max_wait: float) -> None:
+        self.max_retries = max_retries
+        self.max_wait = max_wait
+        self.attempts: dict[Any, int] = {}
+        self.waited = 0.0
+        # The last failure of each request: raised again if the call asks for it once its attempts are spent.
+        self.failures: dict[Any, AtScaleError] = {}
 
     def has_attempt(self, request: ApiRequest) -> bool:
         """Whether ``request`` may be sent (again)."""
-        return self.attempts[request.key] <= self.max_retries
+        return self.attempts.get(request.key, 0) <= self.max_retries
 
     def count(self, request: ApiRequest) -> int:
         """Count an attempt of ``request``; returns its number, from 1."""
-        self.attempts[request.key] += 1
-        return self.attempts[request.key]
+        number = self.attempts[request.key] = self.attempts.get(request.key, 0) + 1
+        return number
 
     def wait_before_retry(self, request: ApiRequest, error: AtScaleError) -> float | None:
         """
@@ -115,7 +115,6 @@ class RetryBudget:
         return wait
 
 
-@dataclass
 class ApiCapabilities:
     """
     What this AtScale server was found to serve, learned once per hook and kept for later calls.
@@ -124,8 +123,11 @@ class ApiCapabilities:
     :param instances_path: the aggregate instances path the server answered.
     """
 
-    batch_history: bool | None = None
-    instances_path: str | None = None
+    __slots__ = ("batch_history", "instances_path")
+
+    def __init__(self, batch_history: bool | None = None, instances_path: str | None = None) -> None:
+        self.batch_history = batch_history
+        self.instances_path = instances_path
 
 
 class ApiSession:
@@ -203,13 +205,9 @@ class ApiCall:
                 wait = budget.wait_before_retry(request, error)
                 if wait is None:
                     raise
+                # The error names the request: "AtScale GET /wapi/... failed with HTTP 503: ...".
                 log.warning(
-                    "AtScale %s failed (%s); attempt %d of %d in %.1fs",
-                    request.describe(),
-                    _short(error),
-                    attempt + 1,
-                    budget.max_retries + 1,
-                    wait,
+                    "%s; attempt %d of %d in %.1fs", _short(error), attempt + 1, budget.max_retries + 1, wait
                 )
                 yield Sleep(wait)
 

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_atscale import CONNECTION_TYPE
@@ -118,8 +118,7 @@ class ConnectionSettings:
         )
 
 
-@dataclass(frozen=True)
-class LineageTarget:
+class LineageTarget(NamedTuple):
     """
     Where the aggregate tables of one AtScale data-warehouse connection live, for OpenLineage.
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_atscale import __version__
 from airflow_provider_atscale._compat import AirflowNotFoundException, BaseHook, mask_secret
-from airflow_provider_atscale._flow import ApiRequest, Flow, RawResponse, Send, adrive, drive
+from airflow_provider_atscale._flow import Flow, RawResponse, Send, adrive, drive
 from airflow_provider_atscale._validation import (
     BatchRef,
     BuildRequest,
@@ -23,7 +23,6 @@ from airflow_provider_atscale.errors import (
     AtScaleConfigurationError,
     AtScaleError,
     AtScaleNotFoundError,
-    AtScaleTransportError,
 )
 from airflow_provider_atscale.hooks import _endpoints, _operations
 from airflow_provider_atscale.hooks._form import with_connection_form
@@ -33,15 +32,14 @@ from airflow_provider_atscale.hooks._settings import ConnectionSettings
 if TYPE_CHECKING:
     import ssl
 
-    import httpx
+    import aiohttp
     import requests
+
+    from airflow_provider_atscale.hooks._async_transport import AsyncTransport
 
 T = TypeVar("T")
 
 USER_AGENT = f"airflow-provider-atscale/{__version__}"
-ASYNC_KEEPALIVE_SECONDS = 600.0
-"""How long the async client keeps an idle connection: longer than poll intervals, so a trigger polls over
-one connection (httpx's default of 5 s would open a new one, and a new TLS handshake, for every poll)."""
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ class AtScaleHook(BaseHook):
         super().__init__(**kwargs)
         self.atscale_conn_id = atscale_conn_id
         self._session: requests.Session | None = None
-        self._async_client: httpx.AsyncClient | None = None
+        self._async: AsyncTransport | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(atscale_conn_id={self.atscale_conn_id!r})"
@@ -141,25 +139,31 @@ class AtScaleHook(BaseHook):
             self._session.close()
             self._session = None
 
-    async def aget_conn(self) -> httpx.AsyncClient:
-        """The hook's async HTTP client, created on first use and reused for every async call."""
-        if self._async_client is None:
-            import httpx
-
-            settings = await self.aget_settings()
-            self._async_client = httpx.AsyncClient(
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                timeout=settings.timeout,
-                verify=_ssl_context(settings.verify),
-                limits=httpx.Limits(max_keepalive_connections=1, keepalive_expiry=ASYNC_KEEPALIVE_SECONDS),
-            )
-        return self._async_client
+    async def aget_conn(self) -> aiohttp.ClientSession:
+        """
+        The aiohttp session of the async calls: one per event loop and TLS setting, shared by every hook on
+        the loop (a triggerer's triggers poll through one connection pool; see ``hooks/_async_transport.py``).
+        """
+        return (await self._async_transport()).session()
 
     async def aclose(self) -> None:
-        """Close the async HTTP client; the next async call opens a new one."""
-        if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
+        """Stop using the shared async session (the last hook to stop closes it)."""
+        if self._async is not None:
+            await self._async.close()
+            self._async = None
+
+    async def _async_transport(self) -> AsyncTransport:
+        if self._async is None:
+            from airflow_provider_atscale.hooks._async_transport import AsyncTransport
+
+            settings = await self.aget_settings()
+            self._async = AsyncTransport(
+                settings.base_url,
+                settings.timeout,
+                _ssl_context(settings.verify),
+                {"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+        return self._async
 
     def trigger_aggregate_build(
         self,
@@ -345,7 +349,7 @@ class AtScaleHook(BaseHook):
         return drive(flow, self._send)
 
     async def _arun(self, flow: Flow[T]) -> T:
-        """Drive a flow with the async transport (httpx)."""
+        """Drive a flow with the async transport (aiohttp)."""
         return await adrive(flow, self._asend)
 
     def _send(self, send: Send) -> RawResponse:
@@ -370,48 +374,18 @@ class AtScaleHook(BaseHook):
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
         ) as error:
-            raise self._transport_error(request, error, opened=_connection_opened(error)) from error
+            raise request.no_answer(settings.base_url, error, opened=_connection_opened(error)) from error
         except requests.RequestException as error:
-            raise self._transport_error(request, error, opened=True) from error
-        log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
+            raise request.no_answer(settings.base_url, error, opened=True) from error
+        log.debug("AtScale %s %s answered HTTP %s", request.method, request.path, response.status_code)
         return RawResponse(
             response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
         )
 
     async def _asend(self, send: Send) -> RawResponse:
-        """Send one request with httpx; same contract as :meth:`_send`."""
-        import httpx
-
-        request = send.request
-        client = await self.aget_conn()
-        try:
-            response = await client.request(
-                request.method,
-                self.settings.base_url + request.path,
-                params=dict(request.params),
-                json=request.json_body,
-                data=dict(request.form) if request.form is not None else None,
-                headers=dict(send.headers),
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            raise self._transport_error(request, error, opened=False) from error
-        except httpx.HTTPError as error:
-            raise self._transport_error(request, error, opened=True) from error
-        log.debug("AtScale %s answered HTTP %s", request.describe(), response.status_code)
-        return RawResponse(
-            response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
-        )
-
-    def _transport_error(
-        self, request: ApiRequest, error: Exception, *, opened: bool
-    ) -> AtScaleTransportError:
-        return AtScaleTransportError(
-            f"AtScale {request.describe()} got no answer from {self.settings.base_url}: "
-            f"{type(error).__name__} ({_describe_transport_error(error)})",
-            method=request.method,
-            path=request.path,
-            connection_opened=opened,
-        )
+        """Send one request with aiohttp; same contract as :meth:`_send`."""
+        transport = self._async or await self._async_transport()
+        return await transport.send(send)
 
 
 def _connection_opened(error: BaseException) -> bool:
@@ -439,17 +413,17 @@ def _connection_opened(error: BaseException) -> bool:
 @lru_cache(maxsize=8)
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:
     # One TLS context per setting for the whole process: building one loads the CA bundle (hundreds of
-    # KB), too much to repeat for each of thousands of waiting triggers.
-    import httpx
+    # KB), too much to repeat for each of thousands of waiting triggers; it is also the key of the shared
+    # async session.
+    import ssl
 
     if isinstance(verify, str):
-        import ssl
-
         return ssl.create_default_context(cafile=verify)
-    return httpx.create_ssl_context(verify=verify)
+    import certifi
 
-
-def _describe_transport_error(error: Exception) -> str:
-    # requests' messages name the URL and pool, never headers, so they are safe to show; keep them short.
-    text = str(error)
-    return text if len(text) <= 300 else text[:300] + "..."
+    # certifi's bundle, as requests uses on workers: both transports trust the same authorities.
+    context = ssl.create_default_context(cafile=certifi.where())
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

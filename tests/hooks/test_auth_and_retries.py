@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -13,6 +14,7 @@ import requests
 import requests_mock as rm
 from urllib3.exceptions import NewConnectionError
 
+from airflow_provider_atscale._compat import AirflowFailException
 from airflow_provider_atscale.errors import (
     AtScaleAuthError,
     AtScaleConfigurationError,
@@ -262,6 +264,7 @@ class TestUnauthorized:
 
         # Sending the same raw token again could not change the answer.
         assert requests_mock.call_count == 1
+        assert isinstance(excinfo.value, AirflowFailException), "the same token fails again: no retries"
         message = str(excinfo.value)
         assert "connection 'atscale_default'" in message
         assert "expire after 90 days" in message
@@ -303,6 +306,22 @@ class TestRetries:
         assert requests_mock.call_count == 3
         assert len(fake_clock.sleeps) == 2
         assert 0 < fake_clock.sleeps[0] <= fake_clock.sleeps[1] + 1.0, "exponential backoff with jitter"
+
+    def test_each_retry_is_one_warning_naming_the_request_once(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        requests_mock: rm.Mocker,
+        fake_clock: FakeClock,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        requests_mock.get(CATALOGS_URL, [{"status_code": 503, "json": {"message": "busy"}}, {"json": []}])
+
+        with caplog.at_level(logging.WARNING):
+            use_connection(monkeypatch).list_catalogs()
+
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warning.startswith("AtScale GET /v1/catalogs failed with HTTP 503: busy; attempt 2 of 6 in ")
+        assert warning.count("/v1/catalogs") == 1
 
     def test_retry_after_in_seconds_is_honoured(
         self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, fake_clock: FakeClock

@@ -246,22 +246,34 @@ def test_find_running_batch_attaches_only_to_aggregate_builds(
 
 
 class TestHistoryPages:
-    def test_a_batch_on_the_second_page_is_found_there(self, requests_mock: rm.Mocker) -> None:
-        others = [batch_object(id=f"other-{i}", status="done") for i in range(50)]
+    def test_a_poll_reads_the_newest_few_then_pages_of_fifty(self, requests_mock: rm.Mocker) -> None:
+        entries = [batch_object(id=f"other-{i}", status="done") for i in range(50)]
+        entries.append(batch_object(status="inprogress"))
+
+        def history(request: Any, context: Any) -> dict[str, Any]:
+            page, limit = int(request.qs["page"][0]), int(request.qs["limit"][0])
+            return {"data": entries[(page - 1) * limit : page * limit], "total": len(entries)}
+
         requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
-        requests_mock.get(
-            HISTORY_URL,
-            [
-                {"json": history_page(*others, total=51)},
-                {"json": history_page(batch_object(status="inprogress"), total=51)},
-            ],
-        )
+        requests_mock.get(HISTORY_URL, json=history)
 
         batch = AtScaleHook().get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID)
 
         assert batch.status == "inprogress"
-        pages = [r.qs["page"][0] for r in requests_to(requests_mock, "/wapi/p/aggregate/batch-history")]
-        assert pages == ["1", "2"]
+        asked = [
+            (r.qs["page"][0], r.qs["limit"][0])
+            for r in requests_to(requests_mock, "/wapi/p/aggregate/batch-history")
+        ]
+        assert asked == [("1", "5"), ("1", "50"), ("2", "50")]
+
+    def test_a_newest_batch_takes_one_small_page(self, requests_mock: rm.Mocker) -> None:
+        requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
+        requests_mock.get(HISTORY_URL, json=history_page(batch_object(status="inprogress"), total=80))
+
+        AtScaleHook().get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID)
+
+        (poll,) = requests_to(requests_mock, "/wapi/p/aggregate/batch-history")
+        assert (poll.qs["page"], poll.qs["limit"]) == (["1"], ["5"])
 
     def test_a_batch_neither_in_history_nor_with_instances_is_not_found(
         self, requests_mock: rm.Mocker

@@ -6,7 +6,6 @@ how each verifies TLS.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -38,8 +37,15 @@ def poll(hook: AtScaleHook, mode: str) -> None:
     """Read a batch through the sync or the async transport."""
     if mode == "sync":
         hook.get_aggregate_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, "b-1")
-    else:
-        asyncio.run(hook.aget_aggregate_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, "b-1"))
+        return
+
+    async def apoll() -> None:
+        try:
+            await hook.aget_aggregate_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, "b-1")
+        finally:
+            await hook.aclose()
+
+    asyncio.run(apoll())
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -88,17 +94,34 @@ def test_a_ca_bundle_named_by_the_connection_is_what_the_async_client_trusts(tmp
     assert _ssl_context(False).verify_mode is ssl.CERT_NONE
 
 
-def test_the_async_client_is_built_with_the_connections_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_async_transport_uses_the_connections_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
     import certifi
 
     hook = use(monkeypatch, "https://atscale.test", "t", verify=certifi.where())
 
-    async def client_verify() -> object:
-        client = await hook.aget_conn()
+    async def transport_context() -> object:
         try:
-            return client._transport._pool._ssl_context  # type: ignore[attr-defined]
+            return (await hook._async_transport())._ssl
         finally:
             await hook.aclose()
 
-    assert asyncio.run(client_verify()) is _ssl_context(certifi.where())
-    assert json.loads(connection_uri(verify=certifi.where()))["extra"]["verify"] == certifi.where()
+    assert asyncio.run(transport_context()) is _ssl_context(certifi.where())
+
+
+def test_hooks_on_one_event_loop_share_one_session_closed_by_the_last(
+    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer
+) -> None:
+    first, second = AtScaleHook(), AtScaleHook()
+
+    async def sessions() -> tuple[object, object, bool, bool]:
+        one, two = await first.aget_conn(), await second.aget_conn()
+        await first.aclose()
+        still_open = not one.closed
+        await second.aclose()
+        return one, two, still_open, one.closed
+
+    one, two, open_after_first, closed_after_last = asyncio.run(sessions())
+
+    assert one is two
+    assert open_after_first
+    assert closed_after_last

@@ -197,21 +197,24 @@ def test_a_rebuilt_trigger_resumes_and_finishes(
     assert emulator.count_requests("POST", "/v1/aggregates-batch/") == 1
 
 
-def test_one_http_client_serves_every_poll(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
-    batch_id = start_batch()
-    clients: list[object] = []
-    original = AtScaleHook.aget_conn
+def test_one_http_session_serves_every_poll(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
+    from airflow_provider_atscale.hooks._async_transport import AsyncTransport
 
-    async def recording_aget_conn(self: AtScaleHook) -> Any:
-        client = await original(self)
-        clients.append(client)
-        return client
+    batch_id = start_batch()
+    sessions: list[object] = []
+    original = AsyncTransport._session
+
+    def recording_session(self: AsyncTransport) -> Any:
+        session = original(self)
+        sessions.append(session)
+        return session
 
     before = len(emulator.requests)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(AtScaleHook, "aget_conn", recording_aget_conn)
+        patch.setattr(AsyncTransport, "_session", recording_session)
         asyncio.run(first_event(make_trigger(batch_id, emulator_clock)))
 
     assert emulator.count_requests("GET", "/wapi/p/aggregate/batch-history") >= 4
-    assert len(clients) == len(emulator.requests) - before, "every request, the token exchange included"
-    assert len({id(client) for client in clients}) == 1
+    assert len(sessions) == len(emulator.requests) - before, "every request, the token exchange included"
+    assert len({id(session) for session in sessions}) == 1
+    assert all(session.closed for session in sessions), "closed when the trigger ends"
