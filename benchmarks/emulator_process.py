@@ -44,6 +44,7 @@ from airflow_provider_atscale.emulator import (
     ModelConfig,
     create_app,
     default_catalogs,
+    install_stop_handlers,
     serve_until_signalled,
 )
 
@@ -206,7 +207,7 @@ def start_server(args: argparse.Namespace) -> tuple[EmulatorServer, list[ModelPl
     server = EmulatorServer(config, port=args.port, log_level="warning")
     drawn = frozenset(plan.id for plan in plans if plan.build_seconds is None)
     server.state = DrawnDurationState(config, server.clock, drawn, tuple(args.build_range), args.seed)
-    server.app = ClientPortLog(create_app(server.state, server.faults, server.request_log))
+    server.app = ClientPortLog(create_app(server.state, server.faults, server.request_log, server.tokens))
     return server.start(), plans
 
 
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     """Serve until SIGTERM or SIGINT."""
+    stop = install_stop_handlers()  # before anything starts or prints: the benchmark may signal at once
     args = build_parser().parse_args()
     server, plans = start_server(args)
     ready = {
@@ -236,7 +238,7 @@ def main() -> int:
     }
     print(f"AtScale emulator listening on {server.url}", flush=True)
     print(READY_PREFIX + json.dumps(ready), flush=True)
-    return serve_until_signalled(server)
+    return serve_until_signalled(server, stop)
 
 
 if __name__ == "__main__":

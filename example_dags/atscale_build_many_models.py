@@ -12,6 +12,7 @@ The default ids are those of the local emulator's demo models (``make demo``): u
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from airflow.sdk import DAG
@@ -20,6 +21,8 @@ from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOper
 from airflow_provider_atscale.sensors.atscale import AtScaleAggregateBatchSensor
 
 CATALOG_ID = "fdcdd3e1-13fc-54c2-93fe-57e681e1968e"
+# How often to ask AtScale about the builds; the tests shorten it for the emulator's seconds-long builds.
+POLL_INTERVAL = int(os.environ.get("ATSCALE_EXAMPLE_POLL_INTERVAL", "60"))
 MODEL_IDS = ["0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf", "c66d5407-9e52-5516-8ac5-114d82a00a76"]
 
 with DAG(
@@ -35,7 +38,7 @@ with DAG(
         catalog_id=CATALOG_ID,
         full_build=False,
         deferrable=True,
-        poll_interval=60,
+        poll_interval=POLL_INTERVAL,
     ).expand(model_id=MODEL_IDS)
 
     start_elsewhere = AtScaleAggregateBuildOperator(
@@ -52,7 +55,7 @@ with DAG(
         model_id=MODEL_IDS[1],
         batch_id="{{ ti.xcom_pull(task_ids='start_elsewhere', key='batch_id') }}",
         deferrable=True,
-        poke_interval=60,
+        poke_interval=POLL_INTERVAL,
         timeout=3 * 60 * 60,
     )
 

@@ -10,11 +10,15 @@ The default ids are those of the local emulator's demo model (``make demo``): us
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, task
 
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
+
+# How often to ask AtScale about the build; the tests shorten it for the emulator's seconds-long builds.
+POLL_INTERVAL = int(os.environ.get("ATSCALE_EXAMPLE_POLL_INTERVAL", "60"))
 
 SALES_WAREHOUSE = Asset(name="sales_warehouse", uri="warehouse://analytics/sales/factinternetsales")
 
@@ -50,7 +54,7 @@ with DAG(
         model_id="0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf",
         full_build=True,
         deferrable=True,
-        poll_interval=60,
+        poll_interval=POLL_INTERVAL,
         timeout=timedelta(hours=6).total_seconds(),
         retries=2,
         retry_delay=timedelta(minutes=5),

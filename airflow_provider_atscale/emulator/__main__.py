@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for model in catalog.models:
             outcome = "fails" if model.fail else "builds"
             print(f"Catalog {catalog.id} model {model.id} ({model.name}, {outcome})", flush=True)
-    return serve_until_signalled(server, stop=stop)
+    return serve_until_signalled(server, stop)
 
 
 if __name__ == "__main__":

@@ -303,18 +303,17 @@ def install_stop_handlers() -> threading.Event:
 
 
 def serve_until_signalled(
-    server: EmulatorServer, *, check_seconds: float = 1.0, stop: threading.Event | None = None
+    server: EmulatorServer, stop: threading.Event, *, check_seconds: float = 1.0
 ) -> int:
     """
     Keep a started server running until SIGINT or SIGTERM, then stop it: the body of a command-line server.
 
     :param server: a started server.
     :param check_seconds: how often to check that the server still runs.
-    :param stop: the event of :func:`install_stop_handlers`, called before the server started; without it
-        the handlers are installed only now, and a signal sent earlier ends the process uncleanly.
+    :param stop: the event of :func:`install_stop_handlers`, called before the server started (a signal
+        sent before the handlers are in place ends the process uncleanly).
     :return: 0 after a signal, 1 if the server stopped by itself.
     """
-    stop = stop if stop is not None else install_stop_handlers()
     try:
         while not stop.wait(check_seconds):
             if not server.running:
