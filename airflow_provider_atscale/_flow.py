@@ -19,7 +19,7 @@ disagree, and tests drive flows by feeding them answers, without HTTP.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 from airflow_provider_atscale import _clock
@@ -30,8 +30,10 @@ Flow = Generator[Any, Any, T]
 """A flow returning ``T``: it yields instructions and is sent their answers."""
 
 
-@dataclass(frozen=True)
-class ApiRequest:
+_NOTHING: Mapping[str, str] = MappingProxyType({})
+
+
+class ApiRequest(NamedTuple):
     """
     One request to the AtScale API, without a transport.
 
@@ -50,13 +52,17 @@ class ApiRequest:
 
     method: str
     path: str
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = _NOTHING
     json_body: Any = None
-    form: Mapping[str, str] | None = field(default=None, repr=False)
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    form: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = _NOTHING
     authenticated: bool = True
     private: bool = False
     idempotent: bool = True
+
+    def __repr__(self) -> str:
+        # Never the form or the headers: they may hold a password or a token.
+        return f"ApiRequest(method={self.method!r}, path={self.path!r}, params={dict(self.params)!r})"
 
     def describe(self) -> str:
         """``METHOD /path`` for messages."""

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 from airflow_provider_atscale.errors import AtScaleConfigurationError
 
 
-@dataclass(frozen=True)
-class BuildRequest:
+class BuildRequest(NamedTuple):
     """
     A checked request for an aggregate build: what an operator's rendered arguments, or a hook caller, ask.
 

@@ -19,12 +19,11 @@ import enum
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from airflow_provider_atscale import _clock
-from airflow_provider_atscale._flow import POLL, Flow, Sleep, drive
+from airflow_provider_atscale._flow import POLL, Flow, Sleep
 from airflow_provider_atscale.batches import (
     AggregateBatch,
     AggregateInstance,
@@ -111,8 +110,7 @@ class WaitPlan(NamedTuple):
         return self.first_poll_at if before is None else before + self.poll_interval
 
 
-@dataclass(frozen=True)
-class WaitEvent:
+class WaitEvent(NamedTuple):
     """
     How a wait ended, as plain JSON: the payload of the one event a trigger emits.
 
@@ -366,88 +364,6 @@ def batch_from_event(event: Any) -> AggregateBatch:
     missing, malformed or of an unknown outcome.
     """
     return WaitEvent.from_payload(event).batch_or_raise()
-
-
-class BatchWaiting:
-    """
-    Waiting on a batch, for the operator and the sensor: on this worker, or deferred to the triggerer.
-
-    Both ways run :func:`wait_for_batch`. Mixed into a ``BaseOperator`` with ``atscale_conn_id`` and a
-    ``hook`` (an ``AtScaleHook``).
-    """
-
-    atscale_conn_id: str
-    hook: Any
-    log: Any
-
-    if TYPE_CHECKING:
-        # BaseOperator's, which this class is mixed with; declared only for the type checker, since a
-        # definition here would hide BaseOperator's.
-        def defer(self, *, trigger: Any, method_name: str, **kwargs: Any) -> NoReturn: ...
-
-    def defer_until_done(
-        self,
-        *,
-        catalog_id: str,
-        model_id: str,
-        batch_id: str,
-        poll_interval: float,
-        timeout: float,
-        last_status: str | None,
-    ) -> None:
-        """
-        Hand the wait to :class:`~airflow_provider_atscale.triggers.atscale.AtScaleAggregateBatchTrigger`;
-        the task resumes in ``execute_complete`` with its event.
-        """
-        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
-
-        started_at = _clock.now()
-        self.defer(
-            trigger=AtScaleAggregateBatchTrigger(
-                atscale_conn_id=self.atscale_conn_id,
-                catalog_id=catalog_id,
-                model_id=model_id,
-                batch_id=batch_id,
-                poll_interval=poll_interval,
-                deadline=started_at + timeout,
-                timeout=timeout,
-                started_at=started_at,
-                last_status=last_status,
-            ),
-            method_name="execute_complete",
-        )
-
-    def wait_here(
-        self,
-        *,
-        catalog_id: str,
-        model_id: str,
-        batch_id: str,
-        poll_interval: float,
-        timeout: float,
-        last_status: str | None,
-    ) -> AggregateBatch:
-        """Wait on this worker until the batch finishes; raises on a timeout or on an error that stays."""
-        started_at = _clock.now()
-        plan = WaitPlan(
-            batch_id=batch_id,
-            poll_interval=poll_interval,
-            deadline=started_at + timeout,
-            timeout=timeout,
-            started_at=started_at,
-            # The status was read just now: the first poll is one interval away, as every later one.
-            first_poll_at=started_at + poll_interval,
-            last_status=last_status,
-        )
-        event = drive(
-            wait_for_batch(plan, self.log),
-            lambda _poll: self.hook.get_aggregate_batch(catalog_id, model_id, batch_id),
-        )
-        return event.batch_or_raise()
-
-    def batch_from_event(self, event: Any) -> AggregateBatch:
-        """The batch the trigger's event reports as finished (see :func:`batch_from_event`)."""
-        return batch_from_event(event)
 
 
 def _short(error: BaseException) -> str:

@@ -57,12 +57,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_tokens_from_earlier_tests() -> Iterator[None]:
-    """Hooks of one process share their tokens; each test starts with none."""
+    """Hooks of one process share their tokens and, briefly, their connection; each test starts afresh."""
     from airflow_provider_atscale.hooks._auth import forget_tokens
+    from airflow_provider_atscale.hooks.atscale import forget_settings
 
     forget_tokens()
+    forget_settings()
     yield
     forget_tokens()
+    forget_settings()
 
 
 @pytest.fixture

@@ -15,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import yarl
 
-from airflow_provider_atscale._flow import RawResponse, Send
+from airflow_provider_atscale._flow import ApiRequest, RawResponse, Send
 
 if TYPE_CHECKING:
     import ssl
 
+MAX_CACHED_URLS = 16
+"""URLs a hook keeps built: its poll, the pages after it, the token exchange."""
 KEEPALIVE_SECONDS = 600.0
 """How long an idle connection is kept: longer than poll intervals, so polls reuse connections (and TLS
 sessions) instead of opening new ones."""
@@ -58,6 +61,7 @@ class AsyncTransport:
         self._ssl = ssl_context
         self._headers = headers
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._urls: dict[Any, yarl.URL] = {}
 
     async def send(self, send: Send) -> RawResponse:
         """Send one request; no retries here. No answer at all is an ``AtScaleTransportError``."""
@@ -66,8 +70,7 @@ class AsyncTransport:
         try:
             async with session.request(
                 request.method,
-                self._base_url + request.path,
-                params=request.params or None,
+                self._url(request),
                 json=request.json_body,
                 data=request.form,
                 headers=send.headers,
@@ -92,6 +95,16 @@ class AsyncTransport:
         if shared.users <= 0:
             del _sessions[loop][self._ssl]
             await shared.session.close()
+
+    def _url(self, request: ApiRequest) -> yarl.URL:
+        """The request's URL with its query, built once: a trigger sends the same poll again and again."""
+        key = (request.path, tuple(request.params.items()))
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= MAX_CACHED_URLS:
+                self._urls.clear()
+            url = self._urls[key] = yarl.URL(self._base_url + request.path).extend_query(request.params)
+        return url
 
     def session(self) -> aiohttp.ClientSession:
         """The session this loop shares, opened on first use."""

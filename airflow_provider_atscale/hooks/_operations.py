@@ -25,9 +25,9 @@ from airflow_provider_atscale.errors import AtScaleError, AtScaleHTTPError, AtSc
 from airflow_provider_atscale.hooks import _endpoints
 from airflow_provider_atscale.hooks._session import ApiCall, ApiCapabilities, is_ambiguous
 
-HISTORY_FIRST_PAGE_SIZE = 5
+HISTORY_FIRST_PAGE_SIZE = 3
 """A poll asks for the model's newest batches first: the batch waited on is almost always among them (a
-page of 5 is about 2 KB; one of 50, 19 KB)."""
+page of 3 is about 1.2 KB; one of 50, 19 KB)."""
 HISTORY_PAGE_SIZE = 50
 HISTORY_MAX_PAGES = 10
 """Beyond the first page, batch history is searched in at most this many pages (500 batches)."""
@@ -69,7 +69,7 @@ def trigger_aggregate_build(call: ApiCall, build: BuildRequest) -> Flow[Aggregat
         except AtScaleError as error:
             # Only a failure of the POST itself (not of a token fetched for it) may have started a build.
             of_the_post = getattr(error, "path", None) == request.path
-            if not of_the_post or not is_ambiguous(error) or not call.budget.has_attempt(request):
+            if not of_the_post or not is_ambiguous(error) or not call.budget.has_attempt(request.key):
                 raise
             log.warning(
                 "AtScale %s may or may not have started a build (%s); checking batch history",

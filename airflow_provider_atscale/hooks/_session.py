@@ -86,28 +86,28 @@ class RetryBudget:
         # The last failure of each request: raised again if the call asks for it once its attempts are spent.
         self.failures: dict[Any, AtScaleError] = {}
 
-    def has_attempt(self, request: ApiRequest) -> bool:
-        """Whether ``request`` may be sent (again)."""
-        return self.attempts.get(request.key, 0) <= self.max_retries
+    def has_attempt(self, key: Any) -> bool:
+        """Whether the request of this :attr:`ApiRequest.key` may be sent (again)."""
+        return self.attempts.get(key, 0) <= self.max_retries
 
-    def count(self, request: ApiRequest) -> int:
-        """Count an attempt of ``request``; returns its number, from 1."""
-        number = self.attempts[request.key] = self.attempts.get(request.key, 0) + 1
+    def count(self, key: Any) -> int:
+        """Count an attempt of the request of this key; returns its number, from 1."""
+        number = self.attempts[key] = self.attempts.get(key, 0) + 1
         return number
 
-    def wait_before_retry(self, request: ApiRequest, error: AtScaleError) -> float | None:
+    def wait_before_retry(self, request: ApiRequest, key: Any, error: AtScaleError) -> float | None:
         """
         Seconds to wait before sending ``request`` again after ``error``, charged to the budget; ``None`` when
         it must not be retried: the failure will not pass, or the budget cannot pay for another attempt.
         """
-        self.failures[request.key] = error
-        if not is_retryable(error, idempotent=request.idempotent) or not self.has_attempt(request):
+        self.failures[key] = error
+        if not is_retryable(error, idempotent=request.idempotent) or not self.has_attempt(key):
             return None
         retry_after = getattr(error, "retry_after", None)
         if isinstance(retry_after, (int, float)):
             wait = float(retry_after)
         else:
-            ceiling = min(MAX_BACKOFF, INITIAL_BACKOFF * 2 ** (self.attempts[request.key] - 1))
+            ceiling = min(MAX_BACKOFF, INITIAL_BACKOFF * 2 ** (self.attempts[key] - 1))
             wait = random.uniform(ceiling / 2, ceiling)
         if self.waited + wait > self.max_wait:
             return None
@@ -172,18 +172,18 @@ class ApiCall:
 
         :raises AtScaleError: the last failure, once it will not pass or the budget is spent.
         """
-        session, budget = self.session, self.budget
+        session, budget, key = self.session, self.budget, request.key
         reauthenticated = False
         while True:
-            if not budget.has_attempt(request):
+            if not budget.has_attempt(key):
                 # This call sent the request as often as it may (a token asked for again, say): its last
                 # failure stands.
-                raise budget.failures[request.key]
+                raise budget.failures[key]
             headers = dict(request.headers)
             if request.authenticated:
                 token = yield from self._bearer(private=request.private)
                 headers["Authorization"] = f"Bearer {token}"
-            attempt = budget.count(request)
+            attempt = budget.count(key)
             try:
                 response: RawResponse = yield Send(request, headers)
                 if (
@@ -191,7 +191,7 @@ class ApiCall:
                     and request.authenticated
                     and not reauthenticated
                     and session.credentials.renews(private=request.private)
-                    and budget.has_attempt(request)
+                    and budget.has_attempt(key)
                 ):
                     # An expired or revoked token: drop it, authenticate again and send once more.
                     log.info("AtScale %s answered 401; authenticating again", request.describe())
@@ -202,7 +202,7 @@ class ApiCall:
                     request, response, session.settings.secrets, session.unauthorized_hint
                 )
             except AtScaleError as error:
-                wait = budget.wait_before_retry(request, error)
+                wait = budget.wait_before_retry(request, key, error)
                 if wait is None:
                     raise
                 # The error names the request: "AtScale GET /wapi/... failed with HTTP 503: ...".
@@ -344,12 +344,11 @@ _NOT_JSON: Any = _NotJson()
 
 
 def _parse(body: bytes) -> Any:
-    if not body.strip():
-        return None
     try:
         return json.loads(body)
     except ValueError:
-        return _NOT_JSON
+        # An empty body is no JSON, and no text either.
+        return None if not body.strip() else _NOT_JSON
 
 
 def _error_text(parsed: Any) -> str | None:

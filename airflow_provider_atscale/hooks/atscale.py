@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cached_property, lru_cache
@@ -91,20 +93,28 @@ class AtScaleHook(BaseHook):
         The connection's settings, fetched without blocking the event loop (for triggers).
 
         Uses Airflow's async connection API, as the triggerer requires; the result is shared with
-        :attr:`settings`.
+        :attr:`settings`. A triggerer builds a hook for each waiting trigger, and asking Airflow for the
+        connection costs a round trip each time: the settings read for one hook serve the hooks of the same
+        connection that start within :data:`ASYNC_SETTINGS_REUSE_SECONDS` after it (as Airflow's own
+        ``[secrets] use_cache`` does for DAG parsing, for longer).
         """
         if "settings" not in self.__dict__:
+            recent = _recent_settings.get(self.atscale_conn_id)
+            if recent is not None and time.monotonic() - recent[0] < ASYNC_SETTINGS_REUSE_SECONDS:
+                self.__dict__["settings"] = recent[1]
+                return recent[1]
             try:
                 conn = await self.aget_connection(self.atscale_conn_id)
             except AirflowNotFoundException:
                 raise self._unknown_connection_error() from None
-            self.__dict__["settings"] = self._read_settings(conn)
+            settings = self.__dict__["settings"] = self._read_settings(conn)
+            _recent_settings[self.atscale_conn_id] = (time.monotonic(), settings)
         return self.settings
 
     def _read_settings(self, conn: Any) -> ConnectionSettings:
         settings = ConnectionSettings.from_connection(self.atscale_conn_id, conn)
         for secret in settings.secrets:
-            mask_secret(secret)
+            _mask_once(secret)
         return settings
 
     @cached_property
@@ -408,6 +418,30 @@ def _connection_opened(error: BaseException) -> bool:
         )
         pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
     return True
+
+
+ASYNC_SETTINGS_REUSE_SECONDS = 30.0
+"""How long the connection settings one async hook read serve new async hooks of the same connection."""
+_recent_settings: dict[str, tuple[float, ConnectionSettings]] = {}
+
+
+def forget_settings() -> None:
+    """Forget the connection settings async hooks reuse (the next async hook asks Airflow again)."""
+    _recent_settings.clear()
+
+
+_masked: set[str] = set()
+
+
+def _mask_once(secret: str) -> None:
+    """
+    Register a secret with Airflow's masker once per process: registering costs milliseconds, and a
+    triggerer builds a hook per waiting trigger, each with the same connection.
+    """
+    fingerprint = hashlib.sha256(secret.encode()).hexdigest()
+    if fingerprint not in _masked:
+        mask_secret(secret)
+        _masked.add(fingerprint)
 
 
 @lru_cache(maxsize=8)

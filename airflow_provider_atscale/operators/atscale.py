@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_atscale import _clock
+from airflow_provider_atscale._batch_waiting import BatchWaiting
 from airflow_provider_atscale._compat import (
     BaseOperator,
     Context,
@@ -16,23 +17,15 @@ from airflow_provider_atscale._compat import (
     try_number,
     try_started_at,
 )
-from airflow_provider_atscale._durable import BuildRecord, BuildStore, Window, adoption_window
 from airflow_provider_atscale._validation import (
     BuildRequest,
     check_build_arguments,
     check_one_of,
     validate_positive_seconds,
 )
-from airflow_provider_atscale._waiting import (
-    BatchWaiting,
-    Outcome,
-    is_passing,
-    outcome_of,
-    raise_unless_succeeded,
-)
-from airflow_provider_atscale.errors import AtScaleError, AtScaleNotFoundError
 
 if TYPE_CHECKING:
+    from airflow_provider_atscale._durable import BuildStore, Window
     from airflow_provider_atscale.batches import AggregateBatch
     from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
@@ -170,6 +163,9 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_atscale._durable import BuildStore
+        from airflow_provider_atscale._waiting import outcome_of
+
         request = self.build_request()
         context["ti"].xcom_push(key=XCOM_CATALOG_ID, value=request.catalog_id)
         context["ti"].xcom_push(key=XCOM_MODEL_ID, value=request.model_id)
@@ -210,6 +206,8 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         :param request: the checked build request.
         :param store: the task instance's build record, where Airflow keeps one.
         """
+        from airflow_provider_atscale._durable import BuildRecord
+
         record = BuildRecord.posting(request)
         if store is not None:
             store.save(record)
@@ -238,6 +236,9 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
 
         With ``wait_for_completion=False`` the batch may still run; the task is done with it all the same.
         """
+        from airflow_provider_atscale._durable import BuildStore
+        from airflow_provider_atscale._waiting import raise_unless_succeeded
+
         self.batch_id = batch.id
         self.finished_batch = batch
         context["ti"].xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
@@ -295,6 +296,8 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
 
         :return: the batch id, and the batch (``None`` when its status could not be read just now).
         """
+        from airflow_provider_atscale._durable import BuildRecord, adoption_window
+
         if self.durable:
             record = store.load() if store is not None else None
             if record is not None and not record.finished:
@@ -331,6 +334,9 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
 
     def _resume(self, request: BuildRequest, batch_id: str) -> tuple[str, AggregateBatch | None] | None:
         """The recorded batch to go on with, or ``None`` to start a new build (saying why)."""
+        from airflow_provider_atscale._waiting import Outcome, is_passing, outcome_of
+        from airflow_provider_atscale.errors import AtScaleError, AtScaleNotFoundError
+
         try:
             batch = self.hook.get_aggregate_batch(request.catalog_id, request.model_id, batch_id)
         except AtScaleNotFoundError as error:
@@ -375,6 +381,8 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
 
     def _find_from_retry(self, context: Context, request: BuildRequest) -> AggregateBatch | None:
         """Where Airflow keeps no record: look for the build in the window of this task instance's tries."""
+        from airflow_provider_atscale._durable import adoption_window
+
         first = first_try_started_at(context)
         if first is None:
             return None

@@ -7,11 +7,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_atscale import _clock
+from airflow_provider_atscale._batch_waiting import BatchWaiting
 from airflow_provider_atscale._compat import BaseSensorOperator, Context, conf
 from airflow_provider_atscale._validation import check_one_of, validate_id, validate_positive_seconds
-from airflow_provider_atscale._waiting import BatchWaiting, is_passing, outcome_of, raise_unless_succeeded
-from airflow_provider_atscale.batches import format_duration
-from airflow_provider_atscale.errors import AtScaleError
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.hooks.atscale import AtScaleHook
@@ -99,6 +97,9 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
 
     def poke(self, context: Context) -> Any:
         from airflow_provider_atscale._compat import PokeReturnValue
+        from airflow_provider_atscale._waiting import is_passing, outcome_of, raise_unless_succeeded
+        from airflow_provider_atscale.batches import format_duration
+        from airflow_provider_atscale.errors import AtScaleError
 
         try:
             batch = self.hook.get_aggregate_batch(*self.model_ids, self.batch_id)
@@ -133,6 +134,8 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
         :param context: the task context.
         :param event: the trigger event's payload.
         """
+        from airflow_provider_atscale._waiting import raise_unless_succeeded
+
         batch = self.batch_from_event(event)
         raise_unless_succeeded(batch, self.hook, self.log)
         self.log.info("AtScale batch %s finished: %s", batch.id, batch.status)

@@ -8,11 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._compat import BaseTrigger, TriggerEvent
-from airflow_provider_atscale._flow import adrive
-from airflow_provider_atscale._waiting import Outcome, WaitEvent, WaitPlan, wait_for_batch
-from airflow_provider_atscale.errors import AtScaleError
 
 if TYPE_CHECKING:
+    from airflow_provider_atscale._waiting import WaitPlan
     from airflow_provider_atscale.batches import AggregateBatch
 
 
@@ -95,6 +93,8 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
 
     def plan(self) -> WaitPlan:
         """This trigger's wait."""
+        from airflow_provider_atscale._waiting import WaitPlan
+
         return WaitPlan(
             batch_id=self.batch_id,
             poll_interval=self.poll_interval,
@@ -106,6 +106,9 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_atscale._flow import adrive
+        from airflow_provider_atscale._waiting import Outcome, WaitEvent, wait_for_batch
+        from airflow_provider_atscale.errors import AtScaleError
         from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
         hook = AtScaleHook(atscale_conn_id=self.atscale_conn_id)

@@ -370,6 +370,20 @@ class TestSecrets:
         assert TOKEN not in caplog.text
         assert caplog.records, "the hook is expected to log its requests at debug level"
 
+    def test_each_secret_is_registered_once_per_process_however_many_hooks(
+        self, atscale_conn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from airflow_provider_atscale.hooks import atscale
+
+        registered: list[str] = []
+        monkeypatch.setattr(atscale, "_masked", set())
+        monkeypatch.setattr(atscale, "mask_secret", registered.append)
+
+        for _ in range(3):
+            AtScaleHook().settings  # noqa: B018 - reading the settings registers the token
+
+        assert registered == [TOKEN], "a triggerer builds a hook per trigger; registering costs milliseconds"
+
     def test_token_is_registered_with_the_secret_masker(self, hook: AtScaleHook) -> None:
         from tests.compat import redact
 

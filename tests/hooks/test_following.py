@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests_mock as rm
 
+from airflow_provider_atscale.hooks._operations import HISTORY_FIRST_PAGE_SIZE
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
 from tests.helpers import (
     ACCESS_TOKEN,
@@ -264,7 +265,7 @@ class TestHistoryPages:
             (r.qs["page"][0], r.qs["limit"][0])
             for r in requests_to(requests_mock, "/wapi/p/aggregate/batch-history")
         ]
-        assert asked == [("1", "5"), ("1", "50"), ("2", "50")]
+        assert asked == [("1", str(HISTORY_FIRST_PAGE_SIZE)), ("1", "50"), ("2", "50")]
 
     def test_a_newest_batch_takes_one_small_page(self, requests_mock: rm.Mocker) -> None:
         requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
@@ -273,7 +274,7 @@ class TestHistoryPages:
         AtScaleHook().get_aggregate_batch(CATALOG_ID, MODEL_ID, BATCH_ID)
 
         (poll,) = requests_to(requests_mock, "/wapi/p/aggregate/batch-history")
-        assert (poll.qs["page"], poll.qs["limit"]) == (["1"], ["5"])
+        assert (poll.qs["page"], poll.qs["limit"]) == (["1"], [str(HISTORY_FIRST_PAGE_SIZE)])
 
     def test_a_batch_neither_in_history_nor_with_instances_is_not_found(
         self, requests_mock: rm.Mocker

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from airflow_provider_atscale import _clock
 from airflow_provider_atscale._flow import RawResponse, Send
 from airflow_provider_atscale.errors import AtScaleError, AtScaleTransportError
-from airflow_provider_atscale.hooks.atscale import AtScaleHook
+from airflow_provider_atscale.hooks._auth import forget_tokens
+from airflow_provider_atscale.hooks.atscale import AtScaleHook, forget_settings
 from tests.helpers import BATCH_ID, CATALOG_ID, MODEL_ID, FakeClock, batch_object, connection_uri
 
 BUILD_PATH = f"/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
@@ -98,6 +99,9 @@ def hook_on(
 ) -> Iterator[tuple[AtScaleHook, FakeClock]]:
     """A hook whose transport is ``transport`` and whose clock is fake (sleeps are recorded, not slept)."""
     clock = FakeClock()
+    # Hooks of one process share tokens and, for async calls, connection settings: each example starts afresh.
+    forget_tokens()
+    forget_settings()
     with pytest.MonkeyPatch.context() as patch:
         conn = json.loads(
             connection_uri(auth_type=auth_type, max_retries=max_retries, retry_max_wait=max_wait)

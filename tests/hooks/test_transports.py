@@ -125,3 +125,35 @@ def test_hooks_on_one_event_loop_share_one_session_closed_by_the_last(
     assert one is two
     assert open_after_first
     assert closed_after_last
+
+
+def test_async_hooks_of_one_connection_reuse_its_settings_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_atscale.hooks import atscale
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(host="https://atscale.test", password="t")
+    )
+    lookups: list[str] = []
+    original = AtScaleHook.aget_connection
+    now = [1000.0]
+
+    async def counting(conn_id: str) -> object:
+        lookups.append(conn_id)
+        return await original(conn_id)
+
+    monkeypatch.setattr(AtScaleHook, "aget_connection", staticmethod(counting))
+    monkeypatch.setattr(atscale.time, "monotonic", lambda: now[0])
+
+    async def settings_of_a_new_hook() -> object:
+        return await AtScaleHook().aget_settings()
+
+    first = asyncio.run(settings_of_a_new_hook())
+    second = asyncio.run(settings_of_a_new_hook())
+    now[0] += atscale.ASYNC_SETTINGS_REUSE_SECONDS
+    third = asyncio.run(settings_of_a_new_hook())
+
+    assert lookups == ["atscale_default", "atscale_default"], "one lookup serves the hooks of the next 30 s"
+    assert first is second
+    assert third is not first
