@@ -7,7 +7,7 @@ starts its model's build and waits for it on the triggerer. ``start_elsewhere`` 
 waiting, as another system might; ``wait_for_elsewhere`` picks its batch id from XCom and waits for it
 with the sensor.
 
-The default ids are those of the local emulator's demo models (``make demo``): use your own.
+The catalog and model names are those of the local emulator's demo models (``make demo``): use your own.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from airflow.sdk import DAG
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
 from airflow_provider_atscale.sensors.atscale import AtScaleAggregateBatchSensor
 
-CATALOG_ID = "fdcdd3e1-13fc-54c2-93fe-57e681e1968e"
+CATALOG = "Sales Insights"
 # How often to ask AtScale about the builds; the tests shorten it for the emulator's seconds-long builds.
 POLL_INTERVAL = int(os.environ.get("ATSCALE_EXAMPLE_POLL_INTERVAL", "60"))
-MODEL_IDS = ["0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf", "c66d5407-9e52-5516-8ac5-114d82a00a76"]
+MODELS = ["Internet Sales", "Reseller Sales"]
 
 with DAG(
     dag_id="atscale_build_many_models",
@@ -35,24 +35,25 @@ with DAG(
 ):
     AtScaleAggregateBuildOperator.partial(
         task_id="build_models",
-        catalog_id=CATALOG_ID,
+        catalog_name=CATALOG,
         full_build=False,
         deferrable=True,
         poll_interval=POLL_INTERVAL,
-    ).expand(model_id=MODEL_IDS)
+    ).expand(model_name=MODELS)
 
     start_elsewhere = AtScaleAggregateBuildOperator(
         task_id="start_elsewhere",
-        catalog_id=CATALOG_ID,
-        model_id=MODEL_IDS[1],
+        catalog_name=CATALOG,
+        model_name=MODELS[1],
         full_build=True,
         wait_for_completion=False,
     )
 
+    # The ids the build pushed, with its batch id: no second lookup of the names.
     wait_for_elsewhere = AtScaleAggregateBatchSensor(
         task_id="wait_for_elsewhere",
-        catalog_id=CATALOG_ID,
-        model_id=MODEL_IDS[1],
+        catalog_id="{{ ti.xcom_pull(task_ids='start_elsewhere', key='catalog_id') }}",
+        model_id="{{ ti.xcom_pull(task_ids='start_elsewhere', key='model_id') }}",
         batch_id="{{ ti.xcom_pull(task_ids='start_elsewhere', key='batch_id') }}",
         deferrable=True,
         poke_interval=POLL_INTERVAL,

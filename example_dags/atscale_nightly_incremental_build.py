@@ -5,8 +5,8 @@ Grace-period overrides come from the DAG's params, so a manual run can widen the
 (e.g. after late-arriving data). AtScale applies them only where its
 ``aggregate.batch.gracePeriodOverrides.enabled`` settings are on.
 
-The default ids are those of the local emulator's demo model (``make demo``): put your own catalog and
-model ids here, or pass them as params.
+The catalog and model are named as AtScale shows them; the defaults are the local emulator's demo model
+(``make demo``): put your own here, or pass them as params.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ with DAG(
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
-        "catalog_id": Param("fdcdd3e1-13fc-54c2-93fe-57e681e1968e", type="string", minLength=1),
-        "model_id": Param("0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf", type="string", minLength=1),
+        "catalog": Param("Sales Insights", type="string", minLength=1),
+        "model": Param("Internet Sales", type="string", minLength=1),
         "factinternetsales_grace": Param(30, type="integer", minimum=0),
         "factresellersales_grace": Param(7, type="integer", minimum=0),
     },
@@ -38,8 +38,8 @@ with DAG(
 ) as dag:
     AtScaleAggregateBuildOperator(
         task_id="incremental_build",
-        catalog_id="{{ params.catalog_id }}",
-        model_id="{{ params.model_id }}",
+        catalog_name="{{ params.catalog }}",
+        model_name="{{ params.model }}",
         full_build=False,
         grace_period_overrides={
             "factinternetsales": "{{ params.factinternetsales_grace }}",

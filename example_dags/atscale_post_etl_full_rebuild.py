@@ -5,7 +5,7 @@ A full AtScale rebuild after a large reload.
 ``atscale_post_etl_full_rebuild`` is scheduled on that Asset, so every successful reload is followed by a
 full build of the model's aggregates, waited on to the end (deferred, so no worker slot is held).
 
-The default ids are those of the local emulator's demo model (``make demo``): use your own.
+The catalog and model names are those of the local emulator's demo model (``make demo``): use your own.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ with DAG(
 ):
     AtScaleAggregateBuildOperator(
         task_id="full_rebuild",
-        catalog_id="fdcdd3e1-13fc-54c2-93fe-57e681e1968e",
-        model_id="0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf",
+        catalog_name="Sales Insights",
+        model_name="Internet Sales",
         full_build=True,
         deferrable=True,
         poll_interval=POLL_INTERVAL,
