@@ -15,6 +15,7 @@ from tests.dag_runs import load_dag, task_states, xcoms
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.emulator import EmulatorServer
+    from airflow_provider_atscale.emulator.requestlog import RecordedRequest
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -30,8 +31,13 @@ def run(dag_id: str, **kwargs: Any) -> Any:
     return dag_run
 
 
+def build_posts(emulator: EmulatorServer) -> list[RecordedRequest]:
+    entries = emulator.request_log.entries()
+    return [r for r in entries if r.method == "POST" and r.path.startswith(TRIGGER_PATH)]
+
+
 def posted_bodies(emulator: EmulatorServer) -> list[Any]:
-    return [r.body for r in emulator.requests if r.method == "POST" and r.path.startswith(TRIGGER_PATH)]
+    return [r.body for r in build_posts(emulator)]
 
 
 class TestTemplating:
@@ -42,7 +48,7 @@ class TestTemplating:
         assert posted_bodies(emulator) == [
             {"gracePeriodOverrides": {"factinternetsales": 30, "factresellersales": 0}}
         ]
-        (post,) = [r for r in emulator.requests if r.method == "POST" and r.path.startswith(TRIGGER_PATH)]
+        (post,) = build_posts(emulator)
         assert post.query == {"isFullBuild": "false"}
 
     def test_one_template_rendering_to_a_json_object(
@@ -65,7 +71,7 @@ class TestTemplating:
         dag_run = run("atscale_test_bad_overrides")
 
         assert dag_run.state == "failed"
-        assert emulator.requests == []
+        assert emulator.request_log.entries() == []
 
 
 class TestWaiting:
@@ -76,13 +82,13 @@ class TestWaiting:
         dag_run = run(dag_id)
 
         assert dag_run.state == "success"
-        (batch,) = emulator.batches_created()
+        (batch,) = emulator.state.batches()
         values = xcoms(dag_id, dag_run.run_id)
         assert values[("build", -1, "batch_id")] == batch.id
         assert values[("build", -1, "batch_status")] == "done"
         assert values[("build", -1, "return_value")]["status"] == "done"
         assert values[("build", -1, "return_value")]["id"] == batch.id
-        assert emulator.count_requests("POST", TRIGGER_PATH) == 1
+        assert emulator.request_log.count("POST", TRIGGER_PATH) == 1
 
     @skip_on("3.0", reason="its dag.test() shows no failed task's exception, in output or logs")
     def test_a_failing_model_fails_the_task_with_the_aggregates_messages(
@@ -91,7 +97,7 @@ class TestWaiting:
         dag_run = run("atscale_test_failing_model")
 
         assert dag_run.state == "failed"
-        (batch,) = emulator.batches_created()
+        (batch,) = emulator.state.batches()
         logged = capsys.readouterr().out
         assert f"AtScale batch {batch.id} of model {FAILING_MODEL_ID} ended in status 'failed'" in logged
         assert "Failing aggregates:" in logged
@@ -107,7 +113,7 @@ class WorkerDied(Exception):
 
 
 def builds_posted(emulator: EmulatorServer) -> int:
-    return emulator.count_requests("POST", TRIGGER_PATH)
+    return emulator.request_log.count("POST", TRIGGER_PATH)
 
 
 def die_on_first_sleep(monkeypatch: pytest.MonkeyPatch, advance: float = 0.0) -> None:
@@ -144,10 +150,10 @@ def outage_during_the_wait(
     def follow_the_outage() -> None:
         if not window:
             window.append(now())
-            emulator.set_faults(FaultConfig(rate_503=1.0))
+            emulator.faults.configure(FaultConfig(rate_503=1.0))
         elif len(window) == 1 and now() >= window[0] + seconds:
             window.append(now())
-            emulator.set_faults(None)
+            emulator.faults.configure(FaultConfig())
 
     def sleep_in_outage(delay: float) -> None:
         sleep(delay)
@@ -173,7 +179,7 @@ class TestRetries:
         assert dag_run.state == "success"
         assert task_states("atscale_test_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
         assert builds_posted(emulator) == 1
-        (batch,) = emulator.batches_created()
+        (batch,) = emulator.state.batches()
         assert xcoms("atscale_test_retry", dag_run.run_id)[("build", -1, "batch_id")] == batch.id
 
     @pytest.mark.parametrize("skew", [-3.0, 3.0], ids=["atscale-3s-behind", "atscale-3s-ahead"])
@@ -182,14 +188,14 @@ class TestRetries:
     ) -> None:
         from airflow_provider_atscale.emulator import FaultConfig
 
-        emulator.set_faults(FaultConfig(clock_offset_seconds=skew))
+        emulator.faults.configure(FaultConfig(clock_offset_seconds=skew))
 
         dag_run = run("atscale_test_timeout_retry")
 
         assert dag_run.state == "success"
         assert task_states("atscale_test_timeout_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
         assert builds_posted(emulator) == 1
-        (batch,) = emulator.batches_created()
+        (batch,) = emulator.state.batches()
         values = xcoms("atscale_test_timeout_retry", dag_run.run_id)
         assert values[("build", -1, "batch_id")] == batch.id
         assert values[("build", -1, "batch_status")] == "done"
@@ -206,7 +212,7 @@ class TestRetries:
         assert dag_run.state == "success"
         assert task_states("atscale_test_retry", dag_run.run_id)[("build", -1)] == ("success", 2)
         assert builds_posted(emulator) == 1
-        (batch,) = emulator.batches_created()
+        (batch,) = emulator.state.batches()
         values = xcoms("atscale_test_retry", dag_run.run_id)
         assert (values[("build", -1, "batch_id")], values[("build", -1, "batch_status")]) == (
             batch.id,
@@ -226,7 +232,7 @@ class TestRetries:
             {"gracePeriodOverrides": {}},
             {"gracePeriodOverrides": {"factinternetsales": 30}},
         ]
-        other, ours = emulator.batches_created()
+        other, ours = emulator.state.batches()
         assert dict(ours.grace_period_overrides) == {"factinternetsales": 30}
         values = xcoms("atscale_test_beside_another_build", dag_run.run_id)
         assert values[("other", -1, "batch_id")] == other.id
@@ -247,7 +253,7 @@ def test_a_60s_outage_during_the_wait_ends_in_success_on_the_first_try(
     assert task_states(dag_id, dag_run.run_id)[("build", -1)] == ("success", 1)
     began, ended = window
     assert ended - began >= 60, "the outage happened and lasted a minute"
-    assert emulator.count_requests(status=503) > 0
+    assert emulator.request_log.count(status=503) > 0
     assert builds_posted(emulator) == 1
     assert xcoms(dag_id, dag_run.run_id)[("build", -1, "batch_status")] == "done"
 
@@ -310,7 +316,7 @@ class TestExampleDags:
         assert etl_run.state == "success"
         assert asset_links() == {("atscale_sales_etl", "sales_warehouse", "atscale_post_etl_full_rebuild")}
         assert rebuild_run.state == "success"
-        (post,) = [r for r in emulator.requests if r.method == "POST" and r.path.startswith(TRIGGER_PATH)]
+        (post,) = build_posts(emulator)
         assert post.query == {"isFullBuild": "true"}
         assert xcoms(rebuild.dag_id, rebuild_run.run_id)[("full_rebuild", -1, "batch_status")] == "done"
 
@@ -324,7 +330,7 @@ class TestExampleDags:
         assert states[("build_models", 0)][0] == "success"
         assert states[("build_models", 1)][0] == "success"
         assert states[("wait_for_elsewhere", -1)][0] == "success"
-        created = emulator.batches_created()
+        created = emulator.state.batches()
         assert sorted((b.model_id, b.is_full_build) for b in created) == sorted(
             [(DEFAULT_MODEL_ID, False), (SECOND_MODEL_ID, False), (SECOND_MODEL_ID, True)]
         )

@@ -92,15 +92,15 @@ def test_every_build_succeeds_once_despite_faults(
     if extras.get("auth_type") == "password":
         conn.update(login=DEFAULT_USERNAME, password=DEFAULT_PASSWORD)
     monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", json.dumps(conn))
-    emulator.set_faults(faults)
+    emulator.faults.configure(faults)
 
     results = [run_build(index, deferrable, emulator_clock) for index in range(BUILDS)]
 
     assert [result["status"] for result in results] == ["done"] * BUILDS
-    created = emulator.batches_created()
+    created = emulator.state.batches()
     assert len(created) == BUILDS, "exactly one batch per build"
     assert sorted(result["id"] for result in results) == sorted(batch.id for batch in created)
-    injected = sum(1 for request in emulator.requests if request.fault is not None)
+    injected = sum(1 for request in emulator.request_log.entries() if request.fault is not None)
     if "expires" not in kind:
         assert injected >= BUILDS, f"the emulator injected only {injected} faults"
     logged = capsys.readouterr()
@@ -116,20 +116,20 @@ def test_a_token_expiring_mid_wait_is_renewed_and_the_wait_finishes(
         "AIRFLOW_CONN_ATSCALE_DEFAULT",
         connection_uri(host=emulator.url, password=emulator.token, auth_type="token_exchange"),
     )
-    emulator.set_faults(FaultConfig(token_ttl_seconds=40))
+    emulator.faults.configure(FaultConfig(token_ttl_seconds=40))
 
     result = run_build(0, deferrable=True, clock=emulator_clock)
 
     assert result["status"] == "done"
-    exchanges = emulator.count_requests("POST", "/v1/token")
+    exchanges = emulator.request_log.count("POST", "/v1/token")
     assert exchanges >= 3, "a 110 s build outlives several 40 s tokens"
-    assert emulator.count_requests(status=401) == 0, "tokens are renewed before they expire, not after"
+    assert emulator.request_log.count(status=401) == 0, "tokens are renewed before they expire, not after"
 
 
 def _secrets(emulator: EmulatorServer, password: str) -> set[str]:
     """The API token or password, and every access token the emulator saw in an Authorization header."""
     tokens = {password, emulator.token}
-    for request in emulator.requests:
+    for request in emulator.request_log.entries():
         header = {k.lower(): v for k, v in request.headers.items()}.get("authorization", "")
         if header.startswith("Bearer "):
             tokens.add(header.removeprefix("Bearer "))

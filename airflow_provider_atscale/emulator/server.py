@@ -15,10 +15,10 @@ import uvicorn
 
 from airflow_provider_atscale.emulator.app import create_app
 from airflow_provider_atscale.emulator.clock import Clock, SystemClock
-from airflow_provider_atscale.emulator.config import EmulatorConfig, FaultConfig, ModelConfig
+from airflow_provider_atscale.emulator.config import EmulatorConfig
 from airflow_provider_atscale.emulator.faults import FaultInjector
-from airflow_provider_atscale.emulator.requestlog import RecordedRequest, RequestLog
-from airflow_provider_atscale.emulator.state import BatchRecord, EmulatorState
+from airflow_provider_atscale.emulator.requestlog import RequestLog
+from airflow_provider_atscale.emulator.state import EmulatorState
 from airflow_provider_atscale.emulator.tokens import TokenIssuer
 
 DEFAULT_HOST = "127.0.0.1"
@@ -178,87 +178,6 @@ class EmulatorServer:
         self.tokens.reset()
         self.faults.configure(self.config.faults)
         self.request_log.clear()
-
-    # Request log
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A copy of the recorded API requests, oldest first."""
-        return self.request_log.entries()
-
-    def count_requests(
-        self,
-        method: str | None = None,
-        path_prefix: str | None = None,
-        *,
-        status: int | None = None,
-        fault: str | None = None,
-    ) -> int:
-        """
-        Count recorded API requests matching every given criterion.
-
-        :param method: HTTP method, case-insensitive.
-        :param path_prefix: Start of the path, e.g. ``/v1/aggregates-batch``.
-        :param status: Status code answered (``None`` matches any; dropped requests have no status).
-        :param fault: Injected fault: ``"503"``, ``"429"``, ``"500"``, ``"drop_before"`` or ``"drop_after"``.
-        """
-        return self.request_log.count(method, path_prefix, status=status, fault=fault)
-
-    def clear_requests(self) -> None:
-        """Forget every recorded request."""
-        self.request_log.clear()
-
-    # State
-
-    def batches_created(self) -> list[BatchRecord]:
-        """
-        Every aggregate batch created so far, oldest first, including those whose response was lost to a
-        fault. The batches of other types that batch history shows beside them are not listed.
-        """
-        return self.state.batches()
-
-    def batch_status(self, batch_id: str) -> str:
-        """
-        Return a batch's status now.
-
-        :param batch_id: Batch id.
-        """
-        return self.state.batch_status(batch_id)
-
-    def set_faults(self, faults: FaultConfig | None = None) -> None:
-        """
-        Replace the fault configuration (``None`` removes every fault) and restart its random sequence.
-
-        :param faults: New fault configuration.
-        """
-        self.faults.configure(faults if faults is not None else FaultConfig())
-
-    def configure_model(self, model_id: str, *, catalog_id: str | None = None, **changes: Any) -> ModelConfig:
-        """
-        Change a model for batches created from now on, e.g. ``configure_model(DEFAULT_MODEL_ID, fail=True)``.
-
-        :param model_id: Model to change.
-        :param catalog_id: Catalog of the model, needed only when several catalogs hold that model id.
-        :param changes: Fields of :class:`ModelConfig` to replace.
-        """
-        return self.state.configure_model(model_id, catalog_id=catalog_id, **changes)
-
-    def set_batch_history_enabled(self, enabled: bool) -> None:
-        """
-        Serve the batch history endpoint, or answer 403 there to everyone (until :meth:`reset`).
-
-        :param enabled: Serve it when true.
-        """
-        self.state.set_batch_history_enabled(enabled)
-
-    def set_batch_history_accepts_api_tokens(self, accepted: bool) -> None:
-        """
-        Let batch history accept raw API tokens besides JWTs, as no real server is known to do (until
-        :meth:`reset`).
-
-        :param accepted: Accept them when true.
-        """
-        self.state.set_batch_history_accepts_api_tokens(accepted)
 
 
 @contextmanager

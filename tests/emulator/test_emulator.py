@@ -235,7 +235,7 @@ def test_trigger_creates_a_batch_with_the_documented_shape(
     assert batch["estimateTime"] == int(BUILD_SECONDS * 1000)
     assert batch["isFullBuild"] is True
     assert batch["batchType"] == "aggregate_batch"
-    assert [created.id for created in emu.batches_created()] == [batch["id"]]
+    assert [created.id for created in emu.state.batches()] == [batch["id"]]
 
 
 def test_trigger_without_body_is_accepted(emu: EmulatorServer, session: requests.Session) -> None:
@@ -255,7 +255,7 @@ def test_incremental_build_keeps_grace_period_overrides(
     response = trigger(session, emu, full="false", body={"gracePeriodOverrides": {"factinternetsales": 30}})
 
     assert response.status_code == 201
-    (created,) = emu.batches_created()
+    (created,) = emu.state.batches()
     assert created.is_full_build is False
     assert dict(created.grace_period_overrides) == {"factinternetsales": 30}
 
@@ -286,7 +286,7 @@ def test_invalid_trigger_is_rejected_with_400_and_creates_nothing(
     )
 
     assert_error(response, 400, fragment)
-    assert emu.batches_created() == []
+    assert emu.state.batches() == []
 
 
 @pytest.mark.parametrize(
@@ -303,7 +303,7 @@ def test_missing_or_wrong_token_is_rejected_with_401(emu: EmulatorServer, header
 
     assert_error(response, 401, "bearer token")
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert emu.batches_created() == []
+    assert emu.state.batches() == []
 
 
 @pytest.mark.parametrize(
@@ -349,7 +349,7 @@ def test_wrong_method_answers_405_in_the_nest_shape(emu: EmulatorServer, session
 def test_injected_faults_on_v1_paths_answer_in_the_nest_shape(
     emu: EmulatorServer, session: requests.Session, faults: FaultConfig, code: int
 ) -> None:
-    emu.set_faults(faults)
+    emu.faults.configure(faults)
 
     assert_error(session.get(f"{emu.url}/v1/catalogs", timeout=10), code)
 
@@ -363,13 +363,13 @@ def test_design_center_errors_have_a_shape_of_their_own(
 def test_injected_fault_on_batch_history_answers_in_the_design_center_shape(
     emu: EmulatorServer, jwt_session: requests.Session
 ) -> None:
-    emu.set_faults(FaultConfig(rate_503=1.0))
+    emu.faults.configure(FaultConfig(rate_503=1.0))
 
     assert_design_center_error(history(jwt_session, emu), 503, "Service Unavailable")
 
 
 def test_injected_fault_on_the_token_endpoint_answers_oauth_style(emu: EmulatorServer) -> None:
-    emu.set_faults(FaultConfig(rate_503=1.0))
+    emu.faults.configure(FaultConfig(rate_503=1.0))
 
     response = password_grant(emu)
 
@@ -403,7 +403,7 @@ def test_batch_goes_new_inprogress_done_as_the_clock_advances(
     done = current()
     assert done["status"] == "done"
     assert ISO_MILLIS_UTC.match(done["endTime"])
-    assert emu.batch_status(batch_id) == "done"
+    assert emu.state.batch_status(batch_id) == "done"
 
 
 def test_instances_follow_the_batch_from_pending_to_active(
@@ -463,12 +463,12 @@ def test_configure_model_changes_new_batches_only(
     emu: EmulatorServer, session: requests.Session, clock: ManualClock
 ) -> None:
     before = trigger(session, emu).json()["batch"]["id"]
-    emu.configure_model(DEFAULT_MODEL_ID, fail=True, queue_seconds=0, build_seconds=1)
+    emu.state.configure_model(DEFAULT_MODEL_ID, fail=True, queue_seconds=0, build_seconds=1)
     after = trigger(session, emu).json()["batch"]["id"]
     clock.advance(1)
 
-    assert emu.batch_status(after) == "failed"
-    assert emu.batch_status(before) == "new"
+    assert emu.state.batch_status(after) == "failed"
+    assert emu.state.batch_status(before) == "new"
     assert "could not be built" in instances(session, emu, batchId=after)["data"][0]["message"]
 
 
@@ -542,10 +542,10 @@ def test_history_turned_off_answers_403_to_everyone(who: str) -> None:
 def test_history_can_be_turned_off_and_on_while_running(
     emu: EmulatorServer, jwt_session: requests.Session
 ) -> None:
-    emu.set_batch_history_enabled(False)
+    emu.state.set_batch_history_enabled(False)
     assert history(jwt_session, emu).status_code == 403
 
-    emu.set_batch_history_enabled(True)
+    emu.state.set_batch_history_enabled(True)
     assert history(jwt_session, emu).status_code == 200
 
 
@@ -559,7 +559,7 @@ def test_history_accepts_raw_api_tokens_when_configured_to() -> None:
 def test_history_accepts_raw_api_tokens_when_told_to_while_running(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
-    emu.set_batch_history_accepts_api_tokens(True)
+    emu.state.set_batch_history_accepts_api_tokens(True)
 
     assert history(session, emu).status_code == 200
 
@@ -638,11 +638,11 @@ def test_other_batches_are_neither_created_batches_nor_requests_nor_instances(
     batch_id = trigger(session, emu).json()["batch"]["id"]
     other_id = history(jwt_session, emu).json()["data"][0]["id"]
 
-    assert [batch.id for batch in emu.batches_created()] == [batch_id]
     assert [batch.id for batch in emu.state.batches()] == [batch_id]
-    assert emu.count_requests("POST") == 1
+    assert [batch.id for batch in emu.state.batches()] == [batch_id]
+    assert emu.request_log.count("POST") == 1
     assert instances(session, emu, batchId=other_id)["data"] == []
-    assert emu.batch_status(other_id) == "new"
+    assert emu.state.batch_status(other_id) == "new"
 
 
 def test_other_batches_in_history_can_be_turned_off() -> None:
@@ -685,7 +685,7 @@ def test_one_answer_lists_ten_instances_of_a_wide_batch_and_no_total(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
     batch_id = trigger(session, emu, WIDE_MODEL_ID).json()["batch"]["id"]
-    (batch,) = emu.batches_created()
+    (batch,) = emu.state.batches()
     assert len(batch.aggregates) == WIDE_MODEL_AGGREGATES
 
     body = instances(session, emu, batchId=batch_id, size=100)
@@ -798,7 +798,7 @@ def test_clock_offset_shifts_every_timestamp_written(
     emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
 ) -> None:
     offset = 3600.5
-    emu.set_faults(FaultConfig(clock_offset_seconds=offset))
+    emu.faults.configure(FaultConfig(clock_offset_seconds=offset))
     created_at = clock.now()
     response = trigger(session, emu)
     batch_id = response.json()["batch"]["id"]
@@ -822,20 +822,20 @@ def test_clock_offset_shifts_every_timestamp_written(
 def test_batches_progress_on_the_emulators_clock_whatever_the_offset(
     emu: EmulatorServer, session: requests.Session, clock: ManualClock
 ) -> None:
-    emu.set_faults(FaultConfig(clock_offset_seconds=-7200))
+    emu.faults.configure(FaultConfig(clock_offset_seconds=-7200))
     batch_id = trigger(session, emu).json()["batch"]["id"]
 
     clock.advance(QUEUE_SECONDS - 0.001)
-    assert emu.batch_status(batch_id) == "new"
+    assert emu.state.batch_status(batch_id) == "new"
     clock.advance(0.001)
-    assert emu.batch_status(batch_id) == "inprogress"
+    assert emu.state.batch_status(batch_id) == "inprogress"
 
 
 @pytest.mark.parametrize("offset", [-600.0, 600.0])
 def test_access_tokens_live_their_lifetime_whatever_the_offset(
     emu: EmulatorServer, clock: ManualClock, offset: float
 ) -> None:
-    emu.set_faults(FaultConfig(clock_offset_seconds=offset))
+    emu.faults.configure(FaultConfig(clock_offset_seconds=offset))
     access_token = requests.post(
         f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10
     ).json()["accessToken"]
@@ -847,7 +847,7 @@ def test_access_tokens_live_their_lifetime_whatever_the_offset(
 
 
 def test_retry_after_date_follows_the_clock_offset(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.set_faults(
+    emu.faults.configure(
         FaultConfig(rate_429=1.0, retry_after=7, retry_after_http_date=True, clock_offset_seconds=-900)
     )
 
@@ -888,7 +888,7 @@ def test_exchanged_token_is_a_jwt_that_works_until_it_expires(
 
 
 def test_token_lifetime_follows_the_fault_configuration(emu: EmulatorServer, clock: ManualClock) -> None:
-    emu.set_faults(FaultConfig(token_ttl_seconds=5))
+    emu.faults.configure(FaultConfig(token_ttl_seconds=5))
     access_token = requests.post(
         f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10
     ).json()["accessToken"]
@@ -1009,21 +1009,21 @@ def test_the_old_atscale_api_client_is_unknown(emu: EmulatorServer) -> None:
 
 
 def test_503_fault_answers_before_processing(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.set_faults(FaultConfig(rate_503=1.0))
+    emu.faults.configure(FaultConfig(rate_503=1.0))
 
     assert_error(trigger(session, emu), 503)
-    assert emu.batches_created() == []
-    assert emu.count_requests("POST", fault="503", status=503) == 1
+    assert emu.state.batches() == []
+    assert emu.request_log.count("POST", fault="503", status=503) == 1
 
 
 @pytest.mark.parametrize("as_date", [False, True])
 def test_429_fault_carries_retry_after(emu: EmulatorServer, session: requests.Session, as_date: bool) -> None:
-    emu.set_faults(FaultConfig(rate_429=1.0, retry_after=7, retry_after_http_date=as_date))
+    emu.faults.configure(FaultConfig(rate_429=1.0, retry_after=7, retry_after_http_date=as_date))
 
     response = trigger(session, emu)
 
     assert_error(response, 429)
-    assert emu.batches_created() == []
+    assert emu.state.batches() == []
     if as_date:
         announced = email.utils.parsedate_to_datetime(response.headers["Retry-After"]).timestamp()
         assert 0 <= announced - time.time() <= 8
@@ -1032,63 +1032,63 @@ def test_429_fault_carries_retry_after(emu: EmulatorServer, session: requests.Se
 
 
 def test_500_fault_creates_the_batch_then_fails(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.set_faults(FaultConfig(rate_500=1.0))
+    emu.faults.configure(FaultConfig(rate_500=1.0))
 
     assert_error(trigger(session, emu), 500)
-    assert len(emu.batches_created()) == 1
+    assert len(emu.state.batches()) == 1
 
 
 def test_drop_before_fault_creates_nothing_and_breaks_the_connection(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
-    emu.set_faults(FaultConfig(rate_drop_before=1.0))
+    emu.faults.configure(FaultConfig(rate_drop_before=1.0))
 
     with pytest.raises(requests.ConnectionError):
         trigger(session, emu)
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
-    assert emu.batches_created() == []
-    assert emu.count_requests("POST", fault="drop_before") == 2
-    assert [entry.status for entry in emu.requests] == [None, None]
+    assert emu.state.batches() == []
+    assert emu.request_log.count("POST", fault="drop_before") == 2
+    assert [entry.status for entry in emu.request_log.entries()] == [None, None]
 
 
 def test_drop_after_fault_creates_the_batch_but_the_client_gets_a_connection_error(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
-    emu.set_faults(FaultConfig(rate_drop_after=1.0))
+    emu.faults.configure(FaultConfig(rate_drop_after=1.0))
 
     with pytest.raises(requests.ConnectionError):
         trigger(session, emu)
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
-    assert len(emu.batches_created()) == 2
+    assert len(emu.state.batches()) == 2
 
 
 def test_truncating_drop_sends_headers_then_a_short_body(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
-    emu.set_faults(FaultConfig(rate_drop_after=1.0, drop_mode="truncate"))
+    emu.faults.configure(FaultConfig(rate_drop_after=1.0, drop_mode="truncate"))
 
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         trigger(session, emu)
     with pytest.raises(httpx.RemoteProtocolError, match=r"complete message body"):
         httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
-    assert len(emu.batches_created()) == 2
+    assert len(emu.state.batches()) == 2
 
 
 def test_client_recovers_on_a_new_request_after_a_drop(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
-    emu.set_faults(FaultConfig(rate_drop_before=1.0))
+    emu.faults.configure(FaultConfig(rate_drop_before=1.0))
     with pytest.raises(requests.ConnectionError):
         trigger(session, emu)
-    emu.set_faults(None)
+    emu.faults.configure(FaultConfig())
 
     assert trigger(session, emu).status_code == 201
 
 
 def test_latency_delays_answers(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.set_faults(FaultConfig(latency_seconds=0.2))
+    emu.faults.configure(FaultConfig(latency_seconds=0.2))
     started = time.monotonic()
 
     assert session.get(f"{emu.url}/v1/catalogs", timeout=10).status_code == 200
@@ -1099,7 +1099,7 @@ def test_seeded_faults_repeat_exactly(emu: EmulatorServer, session: requests.Ses
     config = FaultConfig(seed=42, rate_503=0.3, rate_429=0.2, rate_500=0.2)
 
     def run() -> list[int]:
-        emu.set_faults(config)
+        emu.faults.configure(config)
         return [session.get(f"{emu.url}/v1/catalogs", timeout=10).status_code for _ in range(30)]
 
     first, second = run(), run()
@@ -1143,10 +1143,10 @@ def test_invalid_emulator_configuration_is_refused(kwargs: dict[str, Any], fragm
 
 
 def test_control_endpoints_are_fault_free_and_unrecorded(emu: EmulatorServer) -> None:
-    emu.set_faults(FaultConfig(rate_503=1.0))
+    emu.faults.configure(FaultConfig(rate_503=1.0))
 
     assert requests.get(f"{emu.url}/_emulator/health", timeout=10).status_code == 200
-    assert emu.requests == []
+    assert emu.request_log.entries() == []
 
 
 def test_faults_can_be_changed_over_http(emu: EmulatorServer, session: requests.Session) -> None:
@@ -1170,23 +1170,23 @@ def test_request_log_records_requests_and_counts_them(
     history(jwt_session, emu, modelId=DEFAULT_MODEL_ID)
     session.get(f"{emu.url}/v1/catalogs", timeout=10)
 
-    post = emu.requests[0]
+    post = emu.request_log.entries()[0]
     assert (post.method, post.status, post.fault) == ("POST", 201, None)
     assert post.path == f"/v1/aggregates-batch/catalogs/{DEFAULT_CATALOG_ID}/models/{DEFAULT_MODEL_ID}"
     assert post.query == {"isFullBuild": "false"}
     assert post.headers["authorization"] == f"Bearer {DEMO_TOKEN}"
     assert post.body == {"gracePeriodOverrides": {"sales": 1}}
-    assert emu.count_requests() == 3
-    assert emu.count_requests("post", "/v1/aggregates-batch") == 1
-    assert emu.count_requests("GET", status=200) == 2
-    emu.clear_requests()
-    assert emu.count_requests() == 0
+    assert emu.request_log.count() == 3
+    assert emu.request_log.count("post", "/v1/aggregates-batch") == 1
+    assert emu.request_log.count("GET", status=200) == 2
+    emu.request_log.clear()
+    assert emu.request_log.count() == 0
 
 
 def test_form_bodies_are_logged_as_text(emu: EmulatorServer) -> None:
     password_grant(emu)
 
-    assert "grant_type=password" in emu.requests[0].body
+    assert "grant_type=password" in emu.request_log.entries()[0].body
 
 
 # Concurrency
@@ -1213,16 +1213,16 @@ def test_reset_forgets_batches_requests_faults_models_tokens_and_history_setting
 ) -> None:
     trigger(session, emu)
     access_token = emu.tokens.issue_access_token("someone", 60)
-    emu.configure_model(DEFAULT_MODEL_ID, fail=True)
-    emu.set_batch_history_enabled(False)
-    emu.set_batch_history_accepts_api_tokens(True)
-    emu.set_faults(FaultConfig(rate_503=1.0))
+    emu.state.configure_model(DEFAULT_MODEL_ID, fail=True)
+    emu.state.set_batch_history_enabled(False)
+    emu.state.set_batch_history_accepts_api_tokens(True)
+    emu.faults.configure(FaultConfig(rate_503=1.0))
 
     emu.reset()
 
-    assert emu.batches_created() == []
+    assert emu.state.batches() == []
     assert emu.state.history_batches() == []
-    assert emu.requests == []
+    assert emu.request_log.entries() == []
     assert not emu.tokens.grants_public_api(access_token)
     assert history(session, emu).status_code == 401
     batch_id = trigger(session, emu).json()["batch"]["id"]

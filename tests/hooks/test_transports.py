@@ -65,14 +65,14 @@ def test_a_connection_dropped_after_the_request_is_a_transport_error_that_may_ha
     monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, mode: str
 ) -> None:
     hook = use(monkeypatch, emulator.url, emulator.token, max_retries=0)
-    emulator.set_faults(FaultConfig(rate_drop_after=1.0))
+    emulator.faults.configure(FaultConfig(rate_drop_after=1.0))
 
     with pytest.raises(AtScaleTransportError) as excinfo:
         poll(hook, mode)
 
     assert excinfo.value.connection_opened is True
     assert excinfo.value.path == "/v1/aggregates/instances", "history failed first, then its fallback"
-    assert [r.path for r in emulator.requests] == ["/v1/token", "/v1/aggregates/instances"]
+    assert [r.path for r in emulator.request_log.entries()] == ["/v1/token", "/v1/aggregates/instances"]
 
 
 def test_an_async_lookup_of_an_unknown_connection_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,7 +63,7 @@ def test_a_failed_batch_fails_the_sensor_at_once(
 
 
 def test_an_unknown_status_fails_the_sensor(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
-    emulator.configure_model(DEFAULT_MODEL_ID, final_status="archived")
+    emulator.state.configure_model(DEFAULT_MODEL_ID, final_status="archived")
     batch_id = start_batch()
     emulator_clock.advance(200)
 
@@ -100,7 +100,7 @@ def test_bad_batch_id_is_refused_before_any_request(emulator: EmulatorServer, ba
     with pytest.raises(AtScaleConfigurationError, match="batch_id must be"):
         sensor(batch_id).execute({})
 
-    assert emulator.requests == []
+    assert emulator.request_log.entries() == []
 
 
 def test_a_poke_during_an_outage_is_not_yet_and_the_outage_is_logged_once_at_each_end(
@@ -118,10 +118,10 @@ def test_a_poke_during_an_outage_is_not_yet_and_the_outage_is_logged_once_at_eac
         connection_uri(host=emulator.url, password=emulator.token, max_retries=0),
     )
     task = sensor(batch_id)
-    emulator.set_faults(FaultConfig(rate_503=1.0))
+    emulator.faults.configure(FaultConfig(rate_503=1.0))
 
     during = [task.poke({}), task.poke({})]
-    emulator.set_faults(None)
+    emulator.faults.configure(FaultConfig())
     emulator_clock.advance(200)
     after = task.poke({})
 

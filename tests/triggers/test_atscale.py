@@ -90,7 +90,7 @@ def test_succeeded_event_after_polling_while_in_progress(
     # before it (real time passes while the emulator answers).
     assert all(25.0 < wait <= 30.0 for wait in rest), "then one poll per interval while in progress"
     assert first + sum(rest) >= 110.0, "no event before the batch is done (110 s of build)"
-    history_gets = emulator.count_requests("GET", "/wapi/p/aggregate/batch-history")
+    history_gets = emulator.request_log.count("GET", "/wapi/p/aggregate/batch-history")
     assert history_gets == len(emulator_clock.sleeps), "one poll after each wait, none at once on deferral"
 
 
@@ -123,7 +123,7 @@ def test_failed_event_for_a_failing_model(emulator: EmulatorServer, emulator_clo
 def test_a_finished_batch_in_a_bad_or_unknown_status(
     emulator: EmulatorServer, emulator_clock: DrivenClock, final_status: str, outcome: str
 ) -> None:
-    emulator.configure_model(DEFAULT_MODEL_ID, final_status=final_status)
+    emulator.state.configure_model(DEFAULT_MODEL_ID, final_status=final_status)
     batch_id = start_batch()
 
     event = asyncio.run(first_event(make_trigger(batch_id, emulator_clock)))
@@ -188,13 +188,13 @@ def test_a_rebuilt_trigger_resumes_and_finishes(
         patch.setattr(_clock, "asleep", stopped_on_second_wait)
         with pytest.raises(asyncio.CancelledError):
             asyncio.run(first_event(trigger))
-    polls_before_restart = emulator.count_requests("GET", "/wapi/p/aggregate/batch-history")
+    polls_before_restart = emulator.request_log.count("GET", "/wapi/p/aggregate/batch-history")
 
     event = asyncio.run(first_event(rebuilt(trigger)))
 
     assert polls_before_restart == 1
     assert event["outcome"] == "succeeded"
-    assert emulator.count_requests("POST", "/v1/aggregates-batch/") == 1
+    assert emulator.request_log.count("POST", "/v1/aggregates-batch/") == 1
 
 
 def test_one_http_session_serves_every_poll(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
@@ -209,12 +209,13 @@ def test_one_http_session_serves_every_poll(emulator: EmulatorServer, emulator_c
         sessions.append(session)
         return session
 
-    before = len(emulator.requests)
+    before = emulator.request_log.count()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(AsyncTransport, "_session", recording_session)
         asyncio.run(first_event(make_trigger(batch_id, emulator_clock)))
 
-    assert emulator.count_requests("GET", "/wapi/p/aggregate/batch-history") >= 4
-    assert len(sessions) == len(emulator.requests) - before, "every request, the token exchange included"
+    assert emulator.request_log.count("GET", "/wapi/p/aggregate/batch-history") >= 4
+    requests_made = emulator.request_log.count() - before
+    assert len(sessions) == requests_made, "every request, the token exchange included"
     assert len({id(session) for session in sessions}) == 1
     assert all(session.closed for session in sessions), "closed when the trigger ends"
