@@ -13,7 +13,8 @@ told apart: each build of known duration ``D`` (time ``new`` plus build time) ru
 
 Requests are counted from the emulator's request log and compared with the fewest that can follow a build,
 ``1 + ceil(D / poll_interval)`` (one POST, one GET per interval until the end). Connections are the
-distinct client ports the server saw per hook: a TCP connection keeps its port while it lives. Detection
+distinct client ports the server saw per hook (a TCP connection keeps its port while it lives), and for the
+triggers, which share their event loop's connection pool, the ports of that pool. Detection
 latency is the time from the batch's end (its ``endTime`` in the emulator) to the moment the task knows:
 the operator's wait returns (sync) or the trigger emits its event (deferred).
 """
@@ -234,11 +235,14 @@ class Measured:
     latency: float
 
     @property
-    def connections_per_hook(self) -> list[int]:
-        """Connections each hook opened: one hook in sync mode, the operator's and the trigger's deferred."""
+    def connections_per_hook(self) -> int:
+        """
+        Connections the build's own hook opened: the one hook of a sync wait, the operator's of a deferred
+        one (its trigger polls through the pool the event loop's triggers share: see :func:`_pool_figure`).
+        """
         if self.outcome.build.mode == "sync":
-            return [len(self.post_ports | self.get_ports)]
-        return [len(self.post_ports), len(self.get_ports)]
+            return len(self.post_ports | self.get_ports)
+        return len(self.post_ports)
 
 
 def _end_time(batch: dict[str, Any]) -> float:
@@ -325,12 +329,12 @@ def _request_figures(mode: str, group: Sequence[Measured]) -> list[Figure]:
     long_polls = [m for m in group if m.outcome.build.long_poll]
     durations = ", ".join(f"{m.outcome.build.duration:g}" for m in timed)
     succeeded = all(m.outcome.status == "done" for m in group)
-    hooks = "hook" if mode == "sync" else "operator hook / trigger hook"
+    hooks = "hook" if mode == "sync" else "operator hook"
     # A trigger's first poll comes at a point of the second half of its first interval, set by the batch id,
     # so that triggers deferred together do not poll in lock-step: that costs a deferred build at most one
     # GET over the minimum, depending on where its end falls. The sync wait polls on exact intervals.
     allowed = 0 if mode == "sync" else 1
-    return [
+    figures = [
         Figure(
             REQUESTS_SECTION,
             f"{_label(mode)}: requests / minimum, builds of {durations} s",
@@ -350,6 +354,9 @@ def _request_figures(mode: str, group: Sequence[Measured]) -> list[Figure]:
             f"TCP connections per {hooks}, {LONG_POLL_INTERVAL:g} s polls (requests {_counts(long_polls)})",
         ),
     ]
+    if mode == "deferred":
+        figures.append(_pool_figure(group))
+    return figures
 
 
 def _counts(group: Sequence[Measured]) -> str:
@@ -361,10 +368,26 @@ def _connections_figure(mode: str, group: Sequence[Measured], name: str) -> Figu
     return Figure(
         REQUESTS_SECTION,
         f"{_label(mode)}: {name}",
-        ", ".join("/".join(str(n) for n in per_build) for per_build in connections),
+        ", ".join(str(n) for n in connections),
         "1 per hook",
-        Verdict.of(all(n == 1 for per_build in connections for n in per_build)),
+        Verdict.of(all(n == 1 for n in connections)),
         connections,
+    )
+
+
+def _pool_figure(group: Sequence[Measured]) -> Figure:
+    """
+    The connections of the pool the deferred builds' triggers share: they run on one event loop, as on a
+    triggerer, and a poll takes whichever of the pool's connections is free, so the pool is what is counted.
+    """
+    ports = frozenset().union(*(m.get_ports for m in group))
+    return Figure(
+        REQUESTS_SECTION,
+        f"{_label('deferred')}: TCP connections of the pool the triggers share",
+        f"{len(ports)} for {len(group)} triggers",
+        "<= 1 per trigger",
+        Verdict.of(len(ports) <= len(group)),
+        [len(ports), len(group)],
     )
 
 
