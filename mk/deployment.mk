@@ -12,5 +12,6 @@ DEPLOYMENT_PYTEST_ARGS ?=
 .PHONY: test-deployment
 
 test-deployment: install
+	@mkdir -p $(dir $(DEPLOYMENT_BASETEMP))
 	ATSCALE_DEPLOYMENT_TESTS=1 $(BIN)/pytest tests/deployment --basetemp=$(DEPLOYMENT_BASETEMP) \
 		-p no:cacheprovider $(DEPLOYMENT_PYTEST_ARGS)
