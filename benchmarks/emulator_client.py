@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.announced_process import announced_process
 from benchmarks.emulator_process import READY_PREFIX, REQUESTS_PATH
 
-START_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 15.0
 CONN_ENV = "AIRFLOW_CONN_ATSCALE_DEFAULT"
 
 
@@ -75,21 +70,18 @@ def running_emulator(options: Sequence[str]) -> Iterator[EmulatorInfo]:
 
     :param options: command line options of :mod:`benchmarks.emulator_process`.
     """
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.emulator_process", *options],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_emulator_environment(),
-    )
-    try:
-        yield _wait_until_ready(process)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    command = [sys.executable, "-m", "benchmarks.emulator_process", *options]
+    with announced_process(
+        command, READY_PREFIX, what="The benchmark emulator", env=_emulator_environment()
+    ) as (found, pid):
+        yield EmulatorInfo(
+            url=found["url"],
+            token=found["token"],
+            catalog_id=found["catalog_id"],
+            queue_seconds=float(found["queue_seconds"]),
+            models=found["models"],
+            pid=pid,
+        )
 
 
 def _emulator_environment() -> dict[str, str]:
@@ -97,37 +89,6 @@ def _emulator_environment() -> dict[str, str]:
     # The server needs no Airflow; keep the benchmark's connection out of its sight all the same.
     environment.pop(CONN_ENV, None)
     return environment
-
-
-def _wait_until_ready(process: subprocess.Popen[str]) -> EmulatorInfo:
-    announcements: queue.Queue[dict[str, Any] | None] = queue.Queue()
-
-    def read() -> None:
-        assert process.stdout is not None
-        announced = False
-        # Read to the end, so the server never blocks on a full pipe.
-        for line in process.stdout:
-            if not announced and line.startswith(READY_PREFIX):
-                announcements.put(json.loads(line[len(READY_PREFIX) :]))
-                announced = True
-        if not announced:
-            announcements.put(None)
-
-    threading.Thread(target=read, name="bench-emulator-stdout", daemon=True).start()
-    try:
-        found = announcements.get(timeout=START_TIMEOUT_SECONDS)
-    except queue.Empty:
-        found = None
-    if found is None:
-        raise RuntimeError(f"The benchmark emulator did not start (exit status {process.poll()})")
-    return EmulatorInfo(
-        url=found["url"],
-        token=found["token"],
-        catalog_id=found["catalog_id"],
-        queue_seconds=float(found["queue_seconds"]),
-        models=found["models"],
-        pid=process.pid,
-    )
 
 
 def use_emulator_connection(emulator: EmulatorInfo) -> None:

@@ -19,15 +19,12 @@ import datetime
 import ipaddress
 import json
 import os
-import queue
 import resource
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,14 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.announced_process import announced_process
 from benchmarks.fake_apis import FakeApis
 
 READY_PREFIX = "FAKE_SERVER "
 HOST = "127.0.0.1"
 LISTEN_BACKLOG = 4096
 KEEP_ALIVE_SECONDS = 75
-START_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 15.0
 LISTENERS = ("api", "api_tls", "control")
 
 
@@ -115,44 +111,9 @@ class FakeServerInfo:
 def running_fake_server() -> Iterator[FakeServerInfo]:
     """Run ``python -m benchmarks.fake_server`` for the duration of a ``with`` block."""
     with tempfile.TemporaryDirectory(prefix="bench-fake-server-") as directory:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fake_server", "--certificates", directory],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            yield _wait_until_ready(process)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_until_ready(process: subprocess.Popen[str]) -> FakeServerInfo:
-    found: queue.Queue[dict[str, Any] | None] = queue.Queue()
-
-    def read() -> None:
-        assert process.stdout is not None
-        announced = False
-        # Read to the end, so the server never blocks on a full pipe.
-        for line in process.stdout:
-            if not announced and line.startswith(READY_PREFIX):
-                found.put(json.loads(line[len(READY_PREFIX) :]))
-                announced = True
-        if not announced:
-            found.put(None)
-
-    threading.Thread(target=read, name="bench-fake-server-stdout", daemon=True).start()
-    try:
-        ready = found.get(timeout=START_TIMEOUT_SECONDS)
-    except queue.Empty:
-        ready = None
-    if ready is None:
-        raise RuntimeError(f"The fake server did not start (exit status {process.poll()})")
-    return FakeServerInfo.from_json({**ready, "pid": process.pid})
+        command = [sys.executable, "-m", "benchmarks.fake_server", "--certificates", directory]
+        with announced_process(command, READY_PREFIX, what="The fake server") as (ready, pid):
+            yield FakeServerInfo.from_json({**ready, "pid": pid})
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
