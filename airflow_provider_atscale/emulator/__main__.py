@@ -30,6 +30,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from airflow_provider_atscale.emulator.config import (
     DEMO_TOKEN,
+    CatalogConfig,
     ClientConfig,
     EmulatorConfig,
     FaultConfig,
@@ -210,20 +211,23 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, extra_catalogs: Sequence[CatalogConfig] = ()) -> int:
     """
     Run the emulator until SIGINT or SIGTERM.
 
     :param argv: Command line arguments without the program name; defaults to ``sys.argv[1:]``.
+    :param extra_catalogs: catalogs served beside those the command line asks for (a test harness's own).
     :return: Exit status.
     """
-    stop = install_stop_handlers()
+    stop = install_stop_handlers()  # before anything starts or prints: whoever runs it may signal at once
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if extra_catalogs:
+        config = dataclasses.replace(config, catalogs=(*config.catalogs, *extra_catalogs))
     server = EmulatorServer(
         config,
         host=args.host,
