@@ -31,7 +31,7 @@ class BatchWaiting:
         # definition here would hide BaseOperator's.
         def defer(self, *, trigger: Any, method_name: str, **kwargs: Any) -> NoReturn: ...
 
-    def defer_until_done(
+    def wait_until_done(
         self,
         *,
         catalog_id: str,
@@ -40,44 +40,39 @@ class BatchWaiting:
         poll_interval: float,
         timeout: float,
         last_status: str | None,
-    ) -> None:
-        """
-        Hand the wait to :class:`~airflow_provider_atscale.triggers.atscale.AtScaleAggregateBatchTrigger`;
-        the task resumes in ``execute_complete`` with its event.
-        """
-        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
-
-        started_at = _clock.now()
-        self.defer(
-            trigger=AtScaleAggregateBatchTrigger(
-                atscale_conn_id=self.atscale_conn_id,
-                catalog_id=catalog_id,
-                model_id=model_id,
-                batch_id=batch_id,
-                poll_interval=poll_interval,
-                deadline=started_at + timeout,
-                timeout=timeout,
-                started_at=started_at,
-                last_status=last_status,
-            ),
-            method_name="execute_complete",
-        )
-
-    def wait_here(
-        self,
-        *,
-        catalog_id: str,
-        model_id: str,
-        batch_id: str,
-        poll_interval: float,
-        timeout: float,
-        last_status: str | None,
+        deferrable: bool,
     ) -> AggregateBatch:
-        """Wait on this worker until the batch finishes; raises on a timeout or on an error that stays."""
+        """
+        Wait until the batch finishes, ``timeout`` seconds at most.
+
+        Deferred: the wait goes to
+        :class:`~airflow_provider_atscale.triggers.atscale.AtScaleAggregateBatchTrigger` and the task resumes
+        in ``execute_complete`` with its event (this never returns). Otherwise it runs on this worker and
+        returns the finished batch; it raises on a timeout or on an error that stays.
+
+        :param last_status: the status read last (not logged again), or ``None``.
+        """
+        started_at = _clock.now()
+        if deferrable:
+            from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
+
+            self.defer(
+                trigger=AtScaleAggregateBatchTrigger(
+                    atscale_conn_id=self.atscale_conn_id,
+                    catalog_id=catalog_id,
+                    model_id=model_id,
+                    batch_id=batch_id,
+                    poll_interval=poll_interval,
+                    deadline=started_at + timeout,
+                    timeout=timeout,
+                    started_at=started_at,
+                    last_status=last_status,
+                ),
+                method_name="execute_complete",
+            )
         from airflow_provider_atscale._flow import drive
         from airflow_provider_atscale._waiting import WaitPlan, wait_for_batch
 
-        started_at = _clock.now()
         plan = WaitPlan(
             batch_id=batch_id,
             poll_interval=poll_interval,

@@ -5,7 +5,7 @@ end means (outcomes, the trigger event's shape, failure messages). No HTTP here.
 :func:`wait_for_batch` is a flow (see :mod:`airflow_provider_atscale._flow`): it yields ``Sleep`` (wait this
 long) and ``POLL`` (read the batch now; the driver sends back the batch or throws the ``AtScaleError`` that
 reading it raised), and returns a :class:`WaitEvent`. The operator drives it on a worker with the hook's
-sync calls (:meth:`BatchWaiting.wait_here`), the trigger on the triggerer with its async calls.
+sync calls (:meth:`BatchWaiting.wait_until_done`), the trigger on the triggerer with its async calls.
 
 A poll that fails in a way that may pass (no answer, 429, 5xx, after the request's own retries) never ends
 the wait before its deadline: polling goes on, backing off to at most the poll interval, and the outage is

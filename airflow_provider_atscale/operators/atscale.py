@@ -178,26 +178,16 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         if batch is not None:
             context["ti"].xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
         last_status = batch.status if batch is not None else None
-        if self.deferrable:
-            self.defer_until_done(
-                catalog_id=request.catalog_id,
-                model_id=request.model_id,
-                batch_id=batch_id,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
-                last_status=last_status,
-            )
-        return self.complete(
-            context,
-            self.wait_here(
-                catalog_id=request.catalog_id,
-                model_id=request.model_id,
-                batch_id=batch_id,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
-                last_status=last_status,
-            ),
+        finished = self.wait_until_done(
+            catalog_id=request.catalog_id,
+            model_id=request.model_id,
+            batch_id=batch_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            last_status=last_status,
+            deferrable=self.deferrable,
         )
+        return self.complete(context, finished)
 
     def start_build(self, request: BuildRequest, store: BuildStore | None = None) -> AggregateBatch:
         """

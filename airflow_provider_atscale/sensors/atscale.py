@@ -86,13 +86,14 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
         catalog_id, model_id = self.model_ids  # names looked up, bad ids refused: before any deferral
         if not self.deferrable:
             return super().execute(context)
-        self.defer_until_done(
+        self.wait_until_done(
             catalog_id=catalog_id,
             model_id=model_id,
             batch_id=self.batch_id,
             poll_interval=float(self.poke_interval),
             timeout=float(self.timeout),
             last_status=None,
+            deferrable=True,
         )
 
     def poke(self, context: Context) -> Any:
