@@ -410,8 +410,10 @@ def _hold_outage(scenario: Scenario, dag_id: str, run_id: str, seconds: float) -
     answered with 503.
     """
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        scenario.deployment.check_running()
+
+    def over() -> bool:
         scenario.fail_on_unexpected(scenario.deployment.api.task_instances(dag_id, run_id), False)
-        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        return time.monotonic() >= end
+
+    scenario.deployment.wait_until(f"{seconds:.0f} s of outage", over, timeout=seconds + 30, interval=1.0)
     return sum(1 for request in scenario.deployment.emulator.requests() if request["status"] == 503)
