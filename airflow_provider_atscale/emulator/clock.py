@@ -25,12 +25,10 @@ class SystemClock:
 
 class ManualClock:
     """
-    A clock that only moves when told to, so tests can drive batch progress without sleeping.
+    A clock that moves only when told to, so tests drive batches and tokens without sleeping.
 
-    It starts at the current whole second by default: timestamps it produces (token ``exp`` claims, batch
-    dates) then look plausible to a client that compares them with its own clock.
-
-    :param start: Initial time in seconds since the Unix epoch.
+    :param start: Initial time in seconds since the Unix epoch; by default the current whole second, so
+        the dates it produces look plausible to a client that compares them with its own clock.
     """
 
     def __init__(self, start: float | None = None) -> None:
@@ -44,10 +42,9 @@ class ManualClock:
 
     def advance(self, seconds: float) -> float:
         """
-        Move the clock forward.
+        Move the clock forward and return the new time.
 
         :param seconds: How far to move; must not be negative.
-        :return: The new time.
         """
         if seconds < 0:
             raise ValueError(f"A clock cannot go back in time: advance({seconds!r})")
@@ -57,7 +54,7 @@ class ManualClock:
 
     def set(self, now: float) -> None:
         """
-        Jump to a given time (forwards or backwards).
+        Jump to a given time, forwards or backwards.
 
         :param now: New time in seconds since the Unix epoch.
         """

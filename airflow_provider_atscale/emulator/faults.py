@@ -22,16 +22,15 @@ class Fault(str, Enum):
 
 class FaultInjector:
     """
-    Holds the current :class:`FaultConfig` and draws a fault per request.
+    Holds the :class:`FaultConfig` in effect and draws a fault per request.
 
     :param config: Initial fault configuration.
     """
 
-    def __init__(self, config: FaultConfig | None = None) -> None:
+    def __init__(self, config: FaultConfig) -> None:
         self._lock = threading.Lock()
-        self._config = FaultConfig()
-        self._random = random.Random(0)
-        self.configure(config if config is not None else FaultConfig())
+        self._config = config
+        self._random = random.Random(config.seed)
 
     @property
     def config(self) -> FaultConfig:
@@ -49,15 +48,11 @@ class FaultInjector:
             self._config = config
             self._random = random.Random(config.seed)
 
-    def draw(self) -> Fault | None:
-        """Pick the fault for one request, or ``None``; exactly one random number is drawn per call."""
-        return self.decide()[0]
-
     def decide(self) -> tuple[Fault | None, FaultConfig]:
-        """Pick the fault for one request and return it with the configuration it was drawn from."""
+        """Pick the fault of one request, or ``None``, and return it with the configuration it came from."""
         with self._lock:
             config = self._config
-            # Drawing even when no fault is configured keeps the sequence tied to the request count.
+            # Drawn even when no fault is configured: the sequence stays tied to the request count.
             roll = self._random.random()
         threshold = 0.0
         for fault, rate in (

@@ -18,7 +18,7 @@ class RecordedRequest:
     :param headers: Request headers, names lower-cased.
     :param body: The body parsed as JSON, else the raw text; ``None`` when empty.
     :param status: Status code answered, ``None`` when the connection was dropped.
-    :param fault: Injected fault (see :class:`~airflow_provider_atscale.emulator.faults.Fault`), if any.
+    :param fault: Injected fault (a :class:`~airflow_provider_atscale.emulator.faults.Fault` value), if any.
     :param received_at: Wall-clock time the request arrived, in seconds since the Unix epoch.
     """
 
@@ -33,7 +33,7 @@ class RecordedRequest:
 
 
 class RequestLog:
-    """A list of :class:`RecordedRequest` that many threads can append to and read."""
+    """The recorded requests, oldest first, appended and read from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -67,7 +67,7 @@ class RequestLog:
         fault: str | None = None,
     ) -> int:
         """
-        Count recorded requests that match every given criterion.
+        Count the recorded requests that match every criterion given.
 
         :param method: HTTP method, case-insensitive.
         :param path_prefix: Start of the path, e.g. ``/v1/aggregates-batch``.

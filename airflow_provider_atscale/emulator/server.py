@@ -1,4 +1,4 @@
-"""Serve the emulator with uvicorn in a background thread."""
+"""Serve the emulator with uvicorn in a background thread, in-process or as a command-line server."""
 
 from __future__ import annotations
 
@@ -27,10 +27,12 @@ GRACEFUL_SHUTDOWN_SECONDS = 2
 # Longer than the idle time of common client pools: a server closing an idle connection just as a poller
 # reuses it produces a connection error that would be indistinguishable from an injected drop.
 KEEP_ALIVE_SECONDS = 65
+# How often a command-line server checks that its uvicorn thread still runs.
+CHECK_SECONDS = 1.0
 
 
 class _ThreadedUvicorn(uvicorn.Server):
-    """A uvicorn server that tells another thread when it has started (or failed to)."""
+    """A uvicorn server that tells another thread when it has started, or failed to."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
@@ -45,19 +47,18 @@ class _ThreadedUvicorn(uvicorn.Server):
 
 class EmulatorServer:
     """
-    An emulated AtScale engine API served over HTTP on a local port.
+    An emulated AtScale engine API served over HTTP on a local port, by uvicorn in a daemon thread.
 
-    Use it as a context manager (or call :meth:`start` and :meth:`stop`). uvicorn runs in a daemon
-    thread; the state, token issuer, fault injector and request log are shared with the caller's thread.
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`. Its parts are shared with the
+    caller's thread and asked directly: ``state`` (batches, models), ``tokens``, ``faults``, ``request_log``.
 
     :param config: What to serve; defaults to :class:`EmulatorConfig` ().
     :param host: Interface to bind.
     :param port: Port to bind; 0 picks a free one.
     :param clock: Time source of the batches and tokens; defaults to the system clock.
     :param log_level: uvicorn log level.
-    :param access_log: Log every request through uvicorn's access logger.
     :param log_config: uvicorn logging configuration (a :func:`logging.config.dictConfig` dict); ``None``
-        leaves the process's logging configuration alone.
+        leaves the process's logging alone.
     """
 
     def __init__(
@@ -68,7 +69,6 @@ class EmulatorServer:
         port: int = 0,
         clock: Clock | None = None,
         log_level: str = "warning",
-        access_log: bool = False,
         log_config: dict[str, Any] | None = None,
     ) -> None:
         self.config = config if config is not None else EmulatorConfig()
@@ -80,11 +80,7 @@ class EmulatorServer:
         self.app = create_app(self.state, self.faults, self.request_log, self.tokens)
         self.host = host
         self.port = port
-        self._uvicorn_options: dict[str, Any] = {
-            "log_level": log_level,
-            "access_log": access_log,
-            "log_config": log_config,
-        }
+        self._logging: dict[str, Any] = {"log_level": log_level, "log_config": log_config}
         self._server: _ThreadedUvicorn | None = None
         self._thread: threading.Thread | None = None
 
@@ -96,10 +92,21 @@ class EmulatorServer:
 
     @property
     def token(self) -> str:
-        """The first accepted API token (the demo token unless configured otherwise)."""
-        if not self.config.api_tokens:
+        """The first accepted API token: the demo token unless configured otherwise, or rotated."""
+        accepted = self.tokens.api_tokens()
+        if not accepted:
             raise RuntimeError("The emulator accepts no API tokens; add one to EmulatorConfig.api_tokens")
-        return self.config.api_tokens[0]
+        return accepted[0]
+
+    def rotate_api_token(self, old: str | None = None) -> str:
+        """
+        Mint a new API token in place of ``old``, as AtScale does when its user creates one: the old token
+        and the access tokens exchanged for it at ``POST /v1/token`` are refused from now on.
+
+        :param old: The API token to replace; defaults to the first accepted one (:attr:`token`).
+        :raises KeyError: When ``old`` is not an accepted API token.
+        """
+        return self.tokens.rotate_api_token(old)
 
     @property
     def running(self) -> bool:
@@ -115,22 +122,22 @@ class EmulatorServer:
         """
         if self._thread is not None:
             raise RuntimeError("The emulator is already running")
-        # Binding here rather than in uvicorn makes the real port known before the thread starts.
+        # Bound here rather than by uvicorn, so the real port is known before the thread starts.
         family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.create_server((self.host, self.port), family=family, backlog=LISTEN_BACKLOG)
         self.port = sock.getsockname()[1]
-        server = _ThreadedUvicorn(
-            uvicorn.Config(
-                self.app,
-                lifespan="off",
-                backlog=LISTEN_BACKLOG,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                # The application writes its own Date header, on AtScale's clock.
-                date_header=False,
-                **self._uvicorn_options,
-            )
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            backlog=LISTEN_BACKLOG,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            access_log=False,
+            # The application writes its own Date header, on AtScale's clock.
+            date_header=False,
+            **self._logging,
         )
+        server = _ThreadedUvicorn(config)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name=f"atscale-emulator-{self.port}", daemon=True
         )
@@ -146,8 +153,8 @@ class EmulatorServer:
         """
         Ask uvicorn to shut down and wait for its thread.
 
-        :param timeout: Seconds to wait for the thread to end.
-        :raises RuntimeError: When the thread is still running after ``timeout``.
+        :param timeout: Seconds to wait for the thread to end, then again after forcing it.
+        :raises RuntimeError: When the thread is still running after that.
         """
         server, thread = self._server, self._thread
         if server is None or thread is None:
@@ -171,7 +178,7 @@ class EmulatorServer:
 
     def reset(self) -> None:
         """
-        Return to the configured starting point: no batches, requests or issued tokens, the configured
+        Return to the configured start: no batches, requests or issued tokens, the configured API tokens,
         models, faults and batch history settings. The clock is left alone.
         """
         self.state.reset()
@@ -187,8 +194,6 @@ def run_emulator(
     port: int = 0,
     host: str = DEFAULT_HOST,
     clock: Clock | None = None,
-    log_level: str = "warning",
-    access_log: bool = False,
 ) -> Iterator[EmulatorServer]:
     """
     Serve an emulator for the duration of a ``with`` block.
@@ -197,23 +202,16 @@ def run_emulator(
     :param port: Port to bind; 0 picks a free one.
     :param host: Interface to bind.
     :param clock: Time source, e.g. a :class:`~airflow_provider_atscale.emulator.clock.ManualClock`.
-    :param log_level: uvicorn log level.
-    :param access_log: Log every request through uvicorn's access logger.
     """
-    server = EmulatorServer(
-        config, host=host, port=port, clock=clock, log_level=log_level, access_log=access_log
-    )
-    with server:
+    with EmulatorServer(config, host=host, port=port, clock=clock) as server:
         yield server
 
 
 def install_stop_handlers() -> threading.Event:
     """
-    Make SIGINT and SIGTERM set the returned event instead of ending the process.
-
-    Call it before a command-line server starts or prints anything: whoever runs it may signal it as soon
-    as it reads the first line, and a signal that arrives before the handlers are in place kills the process.
-    Must run in the main thread.
+    Make SIGINT and SIGTERM set the returned event instead of ending the process. Call it in the main thread
+    before a command-line server starts or prints anything: whoever runs it may signal as soon as it reads
+    the first line, and a signal that arrives before the handlers are in place kills the process.
     """
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -221,20 +219,16 @@ def install_stop_handlers() -> threading.Event:
     return stop
 
 
-def serve_until_signalled(
-    server: EmulatorServer, stop: threading.Event, *, check_seconds: float = 1.0
-) -> int:
+def serve_until_signalled(server: EmulatorServer, stop: threading.Event) -> int:
     """
     Keep a started server running until SIGINT or SIGTERM, then stop it: the body of a command-line server.
 
-    :param server: a started server.
-    :param check_seconds: how often to check that the server still runs.
-    :param stop: the event of :func:`install_stop_handlers`, called before the server started (a signal
-        sent before the handlers are in place ends the process uncleanly).
+    :param server: A started server.
+    :param stop: The event of :func:`install_stop_handlers`, called before the server started.
     :return: 0 after a signal, 1 if the server stopped by itself.
     """
     try:
-        while not stop.wait(check_seconds):
+        while not stop.wait(CHECK_SECONDS):
             if not server.running:
                 print("The emulator stopped unexpectedly", file=sys.stderr, flush=True)
                 return 1

@@ -27,38 +27,37 @@ import requests
 
 from airflow_provider_atscale.emulator import (
     DEFAULT_CATALOG_ID,
-    DEFAULT_CLIENT_ID,
     DEFAULT_MODEL_ID,
-    DEFAULT_MODELER_CLIENT_SECRET,
     DEFAULT_PASSWORD,
-    DEFAULT_PUBLIC_API_CLIENT_SECRET,
     DEFAULT_USERNAME,
     DEMO_TOKEN,
     FAILING_MODEL_ID,
-    MODELER_CLIENT_ID,
-    OTHER_BATCH_TYPE,
-    PUBLIC_API_CLIENT_ID,
     SECOND_MODEL_ID,
     WIDE_MODEL_ID,
-    ClientConfig,
+    CatalogConfig,
     EmulatorConfig,
     EmulatorServer,
-    EmulatorState,
     FaultConfig,
-    FaultInjector,
     ManualClock,
-    RequestLog,
-    create_app,
-    default_clients,
+    ModelConfig,
     run_emulator,
 )
 from airflow_provider_atscale.emulator.__main__ import build_parser, config_from_args
+from airflow_provider_atscale.emulator.config import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_PUBLIC_API_CLIENT_SECRET,
+    PUBLIC_API_CLIENT_ID,
+)
+from airflow_provider_atscale.emulator.state import OTHER_BATCH_TYPE, EmulatorState
 
 QUEUE_SECONDS = 10.0
 BUILD_SECONDS = 30.0
+# A second configured API token, to show that rotating one leaves the others alone.
+OTHER_TOKEN = "atscale-emulator-other-token"
 HISTORY_PATH = "/wapi/p/aggregate/batch-history"
 INSTANCES_PATH = "/v1/aggregates/instances"
 OIDC_PATH = "/auth/realms/atscale/protocol/openid-connect/token"
+ROTATE_PATH = "/_emulator/api-tokens/rotate"
 ISO_MILLIS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NEST_CAUSES = {
@@ -71,6 +70,29 @@ NEST_CAUSES = {
     500: "InternalServerErrorException",
     503: "ServiceUnavailableException",
 }
+BATCH_FIELDS = {
+    "id",
+    "catalogId",
+    "modelId",
+    "createDate",
+    "status",
+    "estimateTime",
+    "isFullBuild",
+    "batchType",
+}
+INSTANCE_FIELDS = {
+    "id",
+    "status",
+    "message",
+    "tableName",
+    "tableSchema",
+    "batchId",
+    "stats",
+    "catalogId",
+    "modelId",
+    "definitionId",
+    "connectionId",
+}
 WIDE_MODEL_AGGREGATES = 14
 ROW_LIMIT = 10
 
@@ -78,7 +100,11 @@ ROW_LIMIT = 10
 @pytest.fixture(scope="module")
 def shared_emulator() -> Iterator[EmulatorServer]:
     # One server per module, reset before each test: starting and stopping uvicorn costs ~0.2 s.
-    config = EmulatorConfig(default_queue_seconds=QUEUE_SECONDS, default_build_seconds=BUILD_SECONDS)
+    config = EmulatorConfig(
+        api_tokens=(DEMO_TOKEN, OTHER_TOKEN),
+        default_queue_seconds=QUEUE_SECONDS,
+        default_build_seconds=BUILD_SECONDS,
+    )
     with run_emulator(config, clock=ManualClock()) as server:
         yield server
 
@@ -112,22 +138,15 @@ def jwt_session(emu: EmulatorServer) -> Iterator[requests.Session]:
 
 
 def batch_url(
-    emu: EmulatorServer, catalog_id: str = DEFAULT_CATALOG_ID, model_id: str = DEFAULT_MODEL_ID
+    emu: EmulatorServer, model_id: str = DEFAULT_MODEL_ID, catalog_id: str = DEFAULT_CATALOG_ID
 ) -> str:
     return f"{emu.url}/v1/aggregates-batch/catalogs/{catalog_id}/models/{model_id}"
 
 
 def trigger(
-    session: requests.Session,
-    emu: EmulatorServer,
-    model_id: str = DEFAULT_MODEL_ID,
-    *,
-    full: str = "true",
-    body: Any = None,
+    session: requests.Session, emu: EmulatorServer, model_id: str = DEFAULT_MODEL_ID, *, full: str = "true"
 ) -> requests.Response:
-    return session.post(
-        batch_url(emu, model_id=model_id), params={"isFullBuild": full}, json=body, timeout=10
-    )
+    return session.post(batch_url(emu, model_id), params={"isFullBuild": full}, timeout=10)
 
 
 def history(session: requests.Session, emu: EmulatorServer, **params: Any) -> requests.Response:
@@ -155,6 +174,34 @@ def instances(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def get_status(emu: EmulatorServer, path: str, token: str | None) -> int:
+    headers = bearer(token) if token is not None else {}
+    return requests.get(f"{emu.url}{path}", headers=headers, timeout=10).status_code
+
+
+def exchange(emu: EmulatorServer, api_token: str) -> str:
+    response = requests.post(f"{emu.url}/v1/token", json={}, headers=bearer(api_token), timeout=10)
+    assert response.status_code == 200, response.text
+    return str(response.json()["accessToken"])
+
+
+def password_grant(emu: EmulatorServer, **overrides: str) -> requests.Response:
+    form = {
+        "grant_type": "password",
+        "client_id": DEFAULT_CLIENT_ID,
+        "username": DEFAULT_USERNAME,
+        "password": DEFAULT_PASSWORD,
+        "scope": "openid",
+        **overrides,
+    }
+    return requests.post(f"{emu.url}{OIDC_PATH}", data=form, timeout=10)
+
+
+def refresh_grant(emu: EmulatorServer, refresh_token: str) -> requests.Response:
+    form = {"grant_type": "refresh_token", "client_id": DEFAULT_CLIENT_ID, "refresh_token": refresh_token}
+    return requests.post(f"{emu.url}{OIDC_PATH}", data=form, timeout=10)
 
 
 def parse_iso(value: str) -> float:
@@ -196,68 +243,48 @@ def test_server_serves_on_a_free_local_port_and_stops() -> None:
         requests.get(f"{server.url}/_emulator/health", timeout=2)
 
 
-def test_two_emulators_run_side_by_side_on_different_ports() -> None:
-    with run_emulator() as first, run_emulator() as second:
-        assert first.port != second.port
-        for server in (first, second):
-            response = requests.get(f"{server.url}/v1/catalogs", headers=bearer(DEMO_TOKEN), timeout=10)
-            assert response.status_code == 200
-
-
 # Triggering a batch
 
 
 def test_trigger_creates_a_batch_with_the_documented_shape(
     emu: EmulatorServer, session: requests.Session
 ) -> None:
-    response = trigger(session, emu, body={"gracePeriodOverrides": {}})
+    response = session.post(
+        batch_url(emu), params={"isFullBuild": "true"}, json={"gracePeriodOverrides": {}}, timeout=10
+    )
 
     assert response.status_code == 201
     body = response.json()
     assert set(body) == {"batch", "success"}
     assert body["success"] is True
     batch = body["batch"]
-    assert set(batch) == {
-        "id",
-        "catalogId",
-        "modelId",
-        "createDate",
-        "status",
-        "estimateTime",
-        "isFullBuild",
-        "batchType",
-    }
+    assert set(batch) == BATCH_FIELDS
     assert uuid.UUID(batch["id"]).version == 4
-    assert batch["catalogId"] == DEFAULT_CATALOG_ID
-    assert batch["modelId"] == DEFAULT_MODEL_ID
+    assert (batch["catalogId"], batch["modelId"]) == (DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID)
     assert ISO_MILLIS_UTC.match(batch["createDate"])
-    assert batch["status"] == "new"
-    assert batch["estimateTime"] == int(BUILD_SECONDS * 1000)
-    assert batch["isFullBuild"] is True
+    assert (batch["status"], batch["estimateTime"], batch["isFullBuild"]) == (
+        "new",
+        BUILD_SECONDS * 1000,
+        True,
+    )
     assert batch["batchType"] == "aggregate_batch"
     assert [created.id for created in emu.state.batches()] == [batch["id"]]
 
 
-def test_trigger_without_body_is_accepted(emu: EmulatorServer, session: requests.Session) -> None:
-    response = session.post(batch_url(emu), params={"isFullBuild": "false"}, timeout=10)
-
-    assert response.status_code == 201
-    assert response.json()["batch"]["isFullBuild"] is False
-
-
-def test_trigger_accepts_an_access_token_too(emu: EmulatorServer, jwt_session: requests.Session) -> None:
-    assert trigger(jwt_session, emu).status_code == 201
-
-
-def test_incremental_build_keeps_grace_period_overrides(
-    emu: EmulatorServer, session: requests.Session
+@pytest.mark.parametrize(
+    ("body", "overrides"),
+    [(None, {}), ({"gracePeriodOverrides": {"factinternetsales": 30}}, {"factinternetsales": 30})],
+    ids=["no body", "overrides"],
+)
+def test_incremental_build_keeps_its_grace_period_overrides(
+    emu: EmulatorServer, session: requests.Session, body: Any, overrides: dict[str, int]
 ) -> None:
-    response = trigger(session, emu, full="false", body={"gracePeriodOverrides": {"factinternetsales": 30}})
+    response = session.post(batch_url(emu), params={"isFullBuild": "false"}, json=body, timeout=10)
 
     assert response.status_code == 201
     (created,) = emu.state.batches()
     assert created.is_full_build is False
-    assert dict(created.grace_period_overrides) == {"factinternetsales": 30}
+    assert dict(created.grace_period_overrides) == overrides
 
 
 @pytest.mark.parametrize(
@@ -290,74 +317,91 @@ def test_invalid_trigger_is_rejected_with_400_and_creates_nothing(
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [
-        {},
-        {"Authorization": "Bearer wrong-token"},
-        {"Authorization": f"Basic {DEMO_TOKEN}"},
-        {"Authorization": ""},
-    ],
-)
-def test_missing_or_wrong_token_is_rejected_with_401(emu: EmulatorServer, headers: dict[str, str]) -> None:
-    response = requests.post(batch_url(emu), params={"isFullBuild": "true"}, headers=headers, timeout=10)
-
-    assert_error(response, 401, "bearer token")
-    assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert emu.state.batches() == []
-
-
-@pytest.mark.parametrize(
     ("catalog_id", "model_id", "fragments"),
     [
         ("no-such-catalog", DEFAULT_MODEL_ID, ("Catalog 'no-such-catalog' not found",)),
-        (
-            DEFAULT_CATALOG_ID,
-            "no-such-model",
-            ("Model 'no-such-model' not found", DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID),
-        ),
+        (DEFAULT_CATALOG_ID, "no-such-model", ("Model 'no-such-model' not found", DEFAULT_MODEL_ID)),
     ],
 )
 def test_unknown_catalog_or_model_is_404_naming_them(
     emu: EmulatorServer, session: requests.Session, catalog_id: str, model_id: str, fragments: tuple[str, ...]
 ) -> None:
-    response = session.post(batch_url(emu, catalog_id, model_id), params={"isFullBuild": "true"}, timeout=10)
+    response = session.post(batch_url(emu, model_id, catalog_id), params={"isFullBuild": "true"}, timeout=10)
 
     assert_error(response, 404, *fragments)
+
+
+# Who opens the public API
+
+
+def token_of(kind: str, emu: EmulatorServer, clock: ManualClock) -> str | None:
+    """A bearer token of the kind named; ``None`` for no ``Authorization`` header at all."""
+    if kind == "api token":
+        return emu.token
+    if kind == "exchanged jwt":
+        return exchange(emu, emu.token)
+    if kind in ("password grant jwt", "refresh token", "refreshed jwt"):
+        grant = password_grant(emu).json()
+        if kind == "refreshed jwt":
+            return str(refresh_grant(emu, grant["refresh_token"]).json()["access_token"])
+        return str(grant["access_token" if kind == "password grant jwt" else "refresh_token"])
+    if kind == "expired jwt":
+        token = emu.tokens.issue_access_token("tester", 60)
+        clock.advance(60)
+        return token
+    if kind == "jwt of another emulator":
+        return EmulatorServer().tokens.issue_access_token("tester", 3600)
+    return {"missing": None, "wrong": "wrong-token"}[kind]
+
+
+JWTS = ["exchanged jwt", "password grant jwt", "refreshed jwt"]
+REFUSED_EVERYWHERE = ["missing", "refresh token", "expired jwt", "jwt of another emulator"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [("api token", 201), ("wrong", 401)]
+    + [(kind, 201) for kind in JWTS]
+    + [(kind, 401) for kind in REFUSED_EVERYWHERE],
+)
+def test_the_public_api_takes_an_api_token_or_a_valid_jwt(
+    emu: EmulatorServer, clock: ManualClock, kind: str, code: int
+) -> None:
+    token = token_of(kind, emu, clock)
+    headers = bearer(token) if token is not None else {}
+
+    response = requests.post(batch_url(emu), params={"isFullBuild": "true"}, headers=headers, timeout=10)
+
+    assert response.status_code == code, response.text
+    if code == 401:
+        assert_error(response, 401, "bearer token")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert len(emu.state.batches()) == (code == 201)
 
 
 # Error shapes
 
 
-def test_unknown_v1_path_answers_404_in_the_nest_shape(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    assert_error(session.get(f"{emu.url}/v1/no-such-thing", timeout=10), 404, "GET /v1/no-such-thing")
-
-
-def test_wrong_method_answers_405_in_the_nest_shape(emu: EmulatorServer, session: requests.Session) -> None:
-    assert_error(session.delete(f"{emu.url}/v1/catalogs", timeout=10), 405, "DELETE")
-
-
 @pytest.mark.parametrize(
-    ("faults", "code"),
+    ("method", "path", "code", "fragment"),
     [
-        (FaultConfig(rate_503=1.0), 503),
-        (FaultConfig(rate_429=1.0), 429),
-        (FaultConfig(rate_500=1.0), 500),
+        ("GET", "/v1/no-such-thing", 404, "Cannot GET /v1/no-such-thing"),
+        ("DELETE", "/v1/catalogs", 405, "DELETE"),
     ],
 )
-def test_injected_faults_on_v1_paths_answer_in_the_nest_shape(
-    emu: EmulatorServer, session: requests.Session, faults: FaultConfig, code: int
+def test_unknown_paths_and_methods_answer_in_the_nest_shape(
+    emu: EmulatorServer, session: requests.Session, method: str, path: str, code: int, fragment: str
 ) -> None:
-    emu.faults.configure(faults)
+    assert_error(session.request(method, f"{emu.url}{path}", timeout=10), code, fragment)
+
+
+@pytest.mark.parametrize("code", [503, 429, 500])
+def test_injected_faults_on_v1_paths_answer_in_the_nest_shape(
+    emu: EmulatorServer, session: requests.Session, code: int
+) -> None:
+    emu.faults.configure(FaultConfig(**{f"rate_{code}": 1.0}))
 
     assert_error(session.get(f"{emu.url}/v1/catalogs", timeout=10), code)
-
-
-def test_design_center_errors_have_a_shape_of_their_own(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    assert_design_center_error(history(session, emu), 401, "Unauthorized", "API token")
 
 
 def test_injected_fault_on_batch_history_answers_in_the_design_center_shape(
@@ -373,11 +417,10 @@ def test_injected_fault_on_the_token_endpoint_answers_oauth_style(emu: EmulatorS
 
     response = password_grant(emu)
 
+    body = response.json()
     assert response.status_code == 503
-    assert response.json() == {
-        "error": "temporarily_unavailable",
-        "error_description": response.json()["error_description"],
-    }
+    assert body == {"error": "temporarily_unavailable", "error_description": body["error_description"]}
+    assert body["error_description"]
 
 
 # Batch lifecycle
@@ -403,7 +446,6 @@ def test_batch_goes_new_inprogress_done_as_the_clock_advances(
     done = current()
     assert done["status"] == "done"
     assert ISO_MILLIS_UTC.match(done["endTime"])
-    assert emu.state.batch_status(batch_id) == "done"
 
 
 def test_instances_follow_the_batch_from_pending_to_active(
@@ -421,22 +463,12 @@ def test_instances_follow_the_batch_from_pending_to_active(
     body = instances(session, emu, batchId=batch_id)
     assert [item["status"] for item in body["data"]] == ["active", "active", "active"]
     first = body["data"][0]
-    assert set(first) == {
-        "id",
-        "status",
-        "message",
-        "tableName",
-        "tableSchema",
-        "batchId",
-        "stats",
-        "catalogId",
-        "modelId",
-        "definitionId",
-        "connectionId",
-    }
-    assert first["tableName"] == "as_agg_internet_sales_by_day"
-    assert first["batchId"] == batch_id
-    assert first["message"] is None
+    assert set(first) == INSTANCE_FIELDS
+    assert (first["tableName"], first["batchId"], first["message"]) == (
+        "as_agg_internet_sales_by_day",
+        batch_id,
+        None,
+    )
     assert first["stats"]["buildDuration"] == 10_000
     assert first["stats"]["numberOfRows"] > 0
 
@@ -460,15 +492,15 @@ def test_failing_model_ends_failed_with_per_aggregate_messages(
 
 
 def test_configure_model_changes_new_batches_only(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
 ) -> None:
     before = trigger(session, emu).json()["batch"]["id"]
     emu.state.configure_model(DEFAULT_MODEL_ID, fail=True, queue_seconds=0, build_seconds=1)
     after = trigger(session, emu).json()["batch"]["id"]
     clock.advance(1)
 
-    assert emu.state.batch_status(after) == "failed"
-    assert emu.state.batch_status(before) == "new"
+    assert history_entry(jwt_session, emu, after)["status"] == "failed"
+    assert history_entry(jwt_session, emu, before)["status"] == "new"
     assert "could not be built" in instances(session, emu, batchId=after)["data"][0]["message"]
 
 
@@ -482,83 +514,33 @@ def test_history_refuses_a_raw_api_token_with_401(emu: EmulatorServer, session: 
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_history_accepts_the_access_token_of_the_token_exchange(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    access_token = session.post(f"{emu.url}/v1/token", json={}, timeout=10).json()["accessToken"]
-
-    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(access_token), timeout=10)
-
-    assert response.status_code == 200, response.text
-
-
-def test_history_accepts_access_tokens_of_the_password_and_refresh_grants(emu: EmulatorServer) -> None:
-    tokens = password_grant(emu).json()
-    refreshed = refresh_grant(emu, tokens["refresh_token"]).json()
-
-    for access_token in (tokens["access_token"], refreshed["access_token"]):
-        response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(access_token), timeout=10)
-        assert response.status_code == 200, response.text
-
-
 @pytest.mark.parametrize(
-    "kind", ["expired", "garbage", "refresh token", "signed by another emulator", "none"]
+    ("kind", "code"),
+    [(kind, 200) for kind in JWTS] + [(kind, 401) for kind in REFUSED_EVERYWHERE],
 )
-def test_history_refuses_a_token_that_is_not_a_valid_jwt_with_401(
-    emu: EmulatorServer, clock: ManualClock, kind: str
+def test_history_takes_only_a_valid_jwt(
+    emu: EmulatorServer, clock: ManualClock, kind: str, code: int
 ) -> None:
-    if kind == "expired":
-        token: str | None = emu.tokens.issue_access_token("tester", 60)
-        clock.advance(60)
-    elif kind == "garbage":
-        token = "eyJhbGciOiJIUzI1NiJ9.not-a.jwt"
-    elif kind == "refresh token":
-        token = password_grant(emu).json()["refresh_token"]
-    elif kind == "signed by another emulator":
-        token = EmulatorServer().tokens.issue_access_token("tester", 3600)
-    else:
-        token = None
+    token = token_of(kind, emu, clock)
 
-    headers = bearer(token) if token is not None else {}
-    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=headers, timeout=10)
+    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(token) if token else {}, timeout=10)
 
-    assert_design_center_error(response, 401, "Unauthorized")
+    if code == 401:
+        assert_design_center_error(response, 401, "Unauthorized")
+    assert response.status_code == code, response.text
 
 
 @pytest.mark.parametrize("who", ["nobody", "api token", "jwt"])
-def test_history_turned_off_answers_403_to_everyone(who: str) -> None:
-    with run_emulator(EmulatorConfig(serve_batch_history=False)) as server:
-        headers = {
-            "nobody": {},
-            "api token": bearer(server.token),
-            "jwt": bearer(server.tokens.issue_access_token("tester", 3600)),
-        }[who]
-
-        response = requests.get(f"{server.url}{HISTORY_PATH}", headers=headers, timeout=10)
-
-        assert_design_center_error(response, 403, "Forbidden", "turned off")
-
-
-def test_history_can_be_turned_off_and_on_while_running(
-    emu: EmulatorServer, jwt_session: requests.Session
-) -> None:
+def test_history_turned_off_answers_403_to_everyone(emu: EmulatorServer, who: str) -> None:
+    token = {"nobody": None, "api token": emu.token, "jwt": emu.tokens.issue_access_token("tester")}[who]
     emu.state.set_batch_history_enabled(False)
-    assert history(jwt_session, emu).status_code == 403
 
-    emu.state.set_batch_history_enabled(True)
-    assert history(jwt_session, emu).status_code == 200
+    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(token) if token else {}, timeout=10)
 
-
-def test_history_accepts_raw_api_tokens_when_configured_to() -> None:
-    with run_emulator(EmulatorConfig(batch_history_accepts_api_tokens=True)) as lenient:
-        response = requests.get(f"{lenient.url}{HISTORY_PATH}", headers=bearer(lenient.token), timeout=10)
-
-        assert response.status_code == 200, response.text
+    assert_design_center_error(response, 403, "Forbidden", "turned off")
 
 
-def test_history_accepts_raw_api_tokens_when_told_to_while_running(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
+def test_history_accepts_raw_api_tokens_when_told_to(emu: EmulatorServer, session: requests.Session) -> None:
     emu.state.set_batch_history_accepts_api_tokens(True)
 
     assert history(session, emu).status_code == 200
@@ -593,14 +575,16 @@ def test_history_is_newest_first_filtered_and_paged(
     assert history(jwt_session, emu, catalogId="other").json()["data"] == []
 
 
-@pytest.mark.parametrize(("name", "value"), [("page", "0"), ("limit", "-1"), ("limit", "abc")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("page", "0"), ("limit", "-1"), ("limit", "abc"), ("limit", "1001")]
+)
 def test_history_rejects_bad_paging(
     emu: EmulatorServer, jwt_session: requests.Session, name: str, value: str
 ) -> None:
     assert_design_center_error(history(jwt_session, emu, **{name: value}), 400, "Bad Request", name)
 
 
-def test_history_shows_a_newer_running_batch_of_another_type_beside_each_build(
+def test_history_shows_a_newer_batch_of_another_type_that_ends_while_the_build_runs(
     emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
 ) -> None:
     created = trigger(session, emu, full="false").json()["batch"]
@@ -609,7 +593,7 @@ def test_history_shows_a_newer_running_batch_of_another_type_beside_each_build(
     newest, build = history(jwt_session, emu, modelId=DEFAULT_MODEL_ID).json()["data"]
 
     assert build["id"] == created["id"]
-    assert newest["batchType"] == OTHER_BATCH_TYPE != "aggregate_batch"
+    assert (newest["batchType"], newest["status"]) == (OTHER_BATCH_TYPE, "inprogress")
     assert newest["id"] != created["id"]
     assert (newest["catalogId"], newest["modelId"], newest["isFullBuild"]) == (
         DEFAULT_CATALOG_ID,
@@ -617,19 +601,9 @@ def test_history_shows_a_newer_running_batch_of_another_type_beside_each_build(
         False,
     )
     assert parse_iso(newest["createDate"]) - parse_iso(build["createDate"]) == pytest.approx(0.001, abs=1e-4)
-    assert newest["status"] == "inprogress"
-
-
-def test_other_batch_finishes_while_the_build_still_runs(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
-    batch_id = trigger(session, emu).json()["batch"]["id"]
-    clock.advance(QUEUE_SECONDS + BUILD_SECONDS / 2 + 1)
-
+    clock.advance(QUEUE_SECONDS + BUILD_SECONDS / 2)
     newest, build = history(jwt_session, emu).json()["data"]
-
-    assert (newest["batchType"], newest["status"]) == (OTHER_BATCH_TYPE, "done")
-    assert (build["id"], build["status"]) == (batch_id, "inprogress")
+    assert (newest["status"], build["status"]) == ("done", "inprogress")
 
 
 def test_other_batches_are_neither_created_batches_nor_requests_nor_instances(
@@ -638,21 +612,10 @@ def test_other_batches_are_neither_created_batches_nor_requests_nor_instances(
     batch_id = trigger(session, emu).json()["batch"]["id"]
     other_id = history(jwt_session, emu).json()["data"][0]["id"]
 
-    assert [batch.id for batch in emu.state.batches()] == [batch_id]
+    assert other_id != batch_id
     assert [batch.id for batch in emu.state.batches()] == [batch_id]
     assert emu.request_log.count("POST") == 1
     assert instances(session, emu, batchId=other_id)["data"] == []
-    assert emu.state.batch_status(other_id) == "new"
-
-
-def test_other_batches_in_history_can_be_turned_off() -> None:
-    with run_emulator(EmulatorConfig(history_includes_other_batches=False)) as server:
-        token = server.tokens.issue_access_token("tester", 3600)
-        server.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=True)
-
-        body = requests.get(f"{server.url}{HISTORY_PATH}", headers=bearer(token), timeout=10).json()
-
-        assert [entry["batchType"] for entry in body["data"]] == ["aggregate_batch"]
 
 
 # Aggregate instances
@@ -723,10 +686,11 @@ def test_status_filter_finds_the_unfinished_instances_a_cut_list_hides(
         ({"modelId": SECOND_MODEL_ID}, ["reseller"] * 3),
         ({"catalogId": DEFAULT_CATALOG_ID, "modelId": DEFAULT_MODEL_ID}, ["internet"] * 3),
         ({"tableName": "as_agg_reseller_sales_by_month"}, ["reseller"]),
+        ({"definitionId": "18655da6-9977-5b69-9bfd-3ee5c9306093"}, ["internet"]),
         ({"catalogId": "no-such-catalog"}, []),
     ],
 )
-def test_instances_filter_by_catalog_model_and_table(
+def test_instances_filter_by_catalog_model_table_and_definition(
     emu: EmulatorServer, session: requests.Session, params: dict[str, str], expected: list[str]
 ) -> None:
     trigger(session, emu, DEFAULT_MODEL_ID)
@@ -802,7 +766,7 @@ def test_clock_offset_shifts_every_timestamp_written(
     created_at = clock.now()
     response = trigger(session, emu)
     batch_id = response.json()["batch"]["id"]
-    exchanged = session.post(f"{emu.url}/v1/token", json={}, timeout=10).json()["accessToken"]
+    exchanged = exchange(emu, emu.token)
     clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
     entry = history_entry(jwt_session, emu, batch_id)
     first = instances(session, emu, batchId=batch_id)["data"][0]["stats"]
@@ -813,37 +777,45 @@ def test_clock_offset_shifts_every_timestamp_written(
     assert parse_iso(entry["endTime"]) == pytest.approx(created_at + QUEUE_SECONDS + BUILD_SECONDS + offset)
     assert parse_iso(first["materializationStartTime"]) == pytest.approx(created_at + QUEUE_SECONDS + offset)
     claims = jwt.decode(exchanged, options={"verify_signature": False})
-    assert claims["iat"] == int(created_at + offset)
-    assert claims["exp"] == int(created_at + offset + 300)
+    assert (claims["iat"], claims["exp"]) == (int(created_at + offset), int(created_at + offset + 300))
     date_header = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
     assert abs(date_header - (time.time() + offset)) < 5
 
 
 def test_batches_progress_on_the_emulators_clock_whatever_the_offset(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
 ) -> None:
     emu.faults.configure(FaultConfig(clock_offset_seconds=-7200))
     batch_id = trigger(session, emu).json()["batch"]["id"]
 
     clock.advance(QUEUE_SECONDS - 0.001)
-    assert emu.state.batch_status(batch_id) == "new"
+    assert history_entry(jwt_session, emu, batch_id)["status"] == "new"
     clock.advance(0.001)
-    assert emu.state.batch_status(batch_id) == "inprogress"
+    assert history_entry(jwt_session, emu, batch_id)["status"] == "inprogress"
 
 
-@pytest.mark.parametrize("offset", [-600.0, 600.0])
-def test_access_tokens_live_their_lifetime_whatever_the_offset(
-    emu: EmulatorServer, clock: ManualClock, offset: float
+@pytest.mark.parametrize(
+    ("faults", "lifetime"),
+    [
+        (FaultConfig(), 300),
+        (FaultConfig(token_ttl_seconds=5), 5),
+        (FaultConfig(clock_offset_seconds=-600), 300),
+        (FaultConfig(clock_offset_seconds=600), 300),
+    ],
+    ids=["default", "short-lived", "clock behind", "clock ahead"],
+)
+def test_an_exchanged_jwt_works_for_its_lifetime_whatever_the_offset(
+    emu: EmulatorServer, clock: ManualClock, faults: FaultConfig, lifetime: int
 ) -> None:
-    emu.faults.configure(FaultConfig(clock_offset_seconds=offset))
-    access_token = requests.post(
-        f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10
-    ).json()["accessToken"]
+    emu.faults.configure(faults)
+    access_token = exchange(emu, DEMO_TOKEN)
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == lifetime
 
-    clock.advance(299)
-    assert requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10).status_code == 200
+    clock.advance(lifetime - 1)
+    assert get_status(emu, "/v1/catalogs", access_token) == 200
     clock.advance(1)
-    assert requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10).status_code == 401
+    assert_error(requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10), 401)
 
 
 def test_retry_after_date_follows_the_clock_offset(emu: EmulatorServer, session: requests.Session) -> None:
@@ -859,42 +831,7 @@ def test_retry_after_date_follows_the_clock_offset(emu: EmulatorServer, session:
     assert abs(announced - (time.time() - 900 + 7)) < 5
 
 
-def test_clock_offset_can_be_set_over_http(emu: EmulatorServer, session: requests.Session) -> None:
-    response = requests.put(f"{emu.url}/_emulator/faults", json={"clock_offset_seconds": -30}, timeout=10)
-    assert response.status_code == 200
-
-    created = trigger(session, emu).json()["batch"]
-    assert parse_iso(created["createDate"]) == pytest.approx(emu.clock.now() - 30)
-
-
-# Authentication
-
-
-def test_exchanged_token_is_a_jwt_that_works_until_it_expires(
-    emu: EmulatorServer, clock: ManualClock
-) -> None:
-    response = requests.post(f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10)
-    assert response.status_code == 200
-    access_token = response.json()["accessToken"]
-    claims = jwt.decode(access_token, options={"verify_signature": False})
-    assert claims["exp"] == int(clock.now() + 300)
-    headers = bearer(access_token)
-
-    assert requests.get(f"{emu.url}/v1/catalogs", headers=headers, timeout=10).status_code == 200
-    clock.advance(299)
-    assert requests.get(f"{emu.url}/v1/catalogs", headers=headers, timeout=10).status_code == 200
-    clock.advance(1)
-    assert_error(requests.get(f"{emu.url}/v1/catalogs", headers=headers, timeout=10), 401)
-
-
-def test_token_lifetime_follows_the_fault_configuration(emu: EmulatorServer, clock: ManualClock) -> None:
-    emu.faults.configure(FaultConfig(token_ttl_seconds=5))
-    access_token = requests.post(
-        f"{emu.url}/v1/token", json={}, headers=bearer(DEMO_TOKEN), timeout=10
-    ).json()["accessToken"]
-    clock.advance(5)
-
-    assert_error(requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10), 401)
+# Tokens and grants
 
 
 def test_token_exchange_requires_an_api_token(emu: EmulatorServer) -> None:
@@ -904,47 +841,24 @@ def test_token_exchange_requires_an_api_token(emu: EmulatorServer) -> None:
     assert_error(response, 401, "API token")
 
 
-def password_grant(emu: EmulatorServer, **overrides: str) -> requests.Response:
-    form = {
-        "grant_type": "password",
-        "client_id": DEFAULT_CLIENT_ID,
-        "username": DEFAULT_USERNAME,
-        "password": DEFAULT_PASSWORD,
-        "scope": "openid",
-        **overrides,
-    }
-    return requests.post(f"{emu.url}{OIDC_PATH}", data=form, timeout=10)
-
-
-def refresh_grant(emu: EmulatorServer, refresh_token: str) -> requests.Response:
-    form = {"grant_type": "refresh_token", "client_id": DEFAULT_CLIENT_ID, "refresh_token": refresh_token}
-    return requests.post(f"{emu.url}{OIDC_PATH}", data=form, timeout=10)
-
-
-def test_password_grant_and_refresh_issue_working_tokens(emu: EmulatorServer, clock: ManualClock) -> None:
+def test_password_grant_of_the_public_client_and_refresh_issue_working_tokens(
+    emu: EmulatorServer, clock: ManualClock
+) -> None:
     response = password_grant(emu)
     assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
     tokens = response.json()
     assert set(tokens) == {"access_token", "expires_in", "refresh_token", "refresh_expires_in", "token_type"}
     assert (tokens["expires_in"], tokens["refresh_expires_in"], tokens["token_type"]) == (300, 1800, "Bearer")
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
-    assert (claims["sub"], claims["azp"]) == (DEFAULT_USERNAME, DEFAULT_CLIENT_ID)
+    assert (claims["sub"], claims["azp"]) == (DEFAULT_USERNAME, "atscale-ai-link")
     clock.advance(600)
-    expired = bearer(tokens["access_token"])
-    assert requests.get(f"{emu.url}/v1/catalogs", headers=expired, timeout=10).status_code == 401
+    assert get_status(emu, "/v1/catalogs", tokens["access_token"]) == 401
 
     refreshed = refresh_grant(emu, tokens["refresh_token"])
 
     assert refreshed.status_code == 200
-    fresh = bearer(refreshed.json()["access_token"])
-    assert requests.get(f"{emu.url}/v1/catalogs", headers=fresh, timeout=10).status_code == 200
-
-
-def test_refresh_token_is_not_an_access_token(emu: EmulatorServer) -> None:
-    refresh_token = password_grant(emu).json()["refresh_token"]
-
-    response = requests.get(f"{emu.url}/v1/catalogs", headers=bearer(refresh_token), timeout=10)
-    assert response.status_code == 401
+    assert get_status(emu, "/v1/catalogs", refreshed.json()["access_token"]) == 200
 
 
 def test_expired_refresh_token_is_refused(emu: EmulatorServer, clock: ManualClock) -> None:
@@ -952,8 +866,7 @@ def test_expired_refresh_token_is_refused(emu: EmulatorServer, clock: ManualCloc
     clock.advance(1800)
 
     response = refresh_grant(emu, refresh_token)
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_grant"
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
 
 
 @pytest.mark.parametrize(
@@ -962,6 +875,10 @@ def test_expired_refresh_token_is_refused(emu: EmulatorServer, clock: ManualCloc
         ({"password": "wrong"}, 401, "invalid_grant"),
         ({"username": "nobody"}, 401, "invalid_grant"),
         ({"client_id": "other-client"}, 401, "invalid_client"),
+        ({"client_id": "atscale-modeler"}, 401, "invalid_client"),
+        ({"client_id": "atscale-api"}, 401, "invalid_client"),
+        ({"client_id": PUBLIC_API_CLIENT_ID}, 401, "invalid_client"),
+        ({"client_id": PUBLIC_API_CLIENT_ID, "client_secret": "wrong"}, 401, "invalid_client"),
         ({"client_id": ""}, 400, "invalid_request"),
         ({"grant_type": ""}, 400, "invalid_request"),
         ({"grant_type": "client_credentials"}, 400, "unsupported_grant_type"),
@@ -977,32 +894,60 @@ def test_password_grant_refusals_use_oauth_error_bodies(
     assert response.json()["error"] == error
 
 
-def test_public_client_needs_no_secret(emu: EmulatorServer) -> None:
-    assert DEFAULT_CLIENT_ID == "atscale-ai-link"
-    assert password_grant(emu).status_code == 200
+def test_the_confidential_client_is_let_in_with_its_secret(emu: EmulatorServer) -> None:
+    response = password_grant(
+        emu, client_id=PUBLIC_API_CLIENT_ID, client_secret=DEFAULT_PUBLIC_API_CLIENT_SECRET
+    )
+
+    assert response.status_code == 200
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    assert claims["azp"] == PUBLIC_API_CLIENT_ID
 
 
-@pytest.mark.parametrize(
-    ("client_id", "secret"),
-    [
-        (MODELER_CLIENT_ID, DEFAULT_MODELER_CLIENT_SECRET),
-        (PUBLIC_API_CLIENT_ID, DEFAULT_PUBLIC_API_CLIENT_SECRET),
-    ],
-)
-def test_confidential_clients_need_their_secret(emu: EmulatorServer, client_id: str, secret: str) -> None:
-    without = password_grant(emu, client_id=client_id)
-    wrong = password_grant(emu, client_id=client_id, client_secret="wrong")
-    right = password_grant(emu, client_id=client_id, client_secret=secret)
-
-    assert (without.status_code, without.json()["error"]) == (401, "invalid_client")
-    assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
-    assert right.status_code == 200
+# API token rotation
 
 
-def test_the_old_atscale_api_client_is_unknown(emu: EmulatorServer) -> None:
-    response = password_grant(emu, client_id="atscale-api")
+def test_rotating_an_api_token_refuses_it_and_its_jwts_and_leaves_other_tokens_alone(
+    emu: EmulatorServer,
+) -> None:
+    old_jwt, other_jwt = exchange(emu, DEMO_TOKEN), exchange(emu, OTHER_TOKEN)
+    password_jwt = str(password_grant(emu).json()["access_token"])
 
-    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+    new = emu.rotate_api_token()
+
+    assert new not in (DEMO_TOKEN, OTHER_TOKEN)
+    assert emu.token == new
+    assert emu.tokens.api_tokens() == [new, OTHER_TOKEN]
+    for refused in (DEMO_TOKEN, old_jwt):
+        assert_error(requests.get(f"{emu.url}/v1/catalogs", headers=bearer(refused), timeout=10), 401)
+    assert get_status(emu, HISTORY_PATH, old_jwt) == 401
+    assert requests.post(f"{emu.url}/v1/token", headers=bearer(DEMO_TOKEN), timeout=10).status_code == 401
+    for accepted in (new, OTHER_TOKEN, other_jwt, password_jwt):
+        assert get_status(emu, "/v1/catalogs", accepted) == 200
+    for jwt_token in (exchange(emu, new), other_jwt, password_jwt):
+        assert get_status(emu, HISTORY_PATH, jwt_token) == 200
+    with pytest.raises(KeyError):
+        emu.rotate_api_token(DEMO_TOKEN)
+
+
+def test_api_tokens_rotate_over_http_unrecorded_and_fault_free(emu: EmulatorServer) -> None:
+    other_jwt = exchange(emu, OTHER_TOKEN)
+    emu.request_log.clear()
+    emu.faults.configure(FaultConfig(rate_drop_before=1.0))
+
+    rotated = requests.post(f"{emu.url}{ROTATE_PATH}", json={"token": OTHER_TOKEN}, timeout=10)
+    first = requests.post(f"{emu.url}{ROTATE_PATH}", timeout=10)
+    unknown = requests.post(f"{emu.url}{ROTATE_PATH}", json={"token": OTHER_TOKEN}, timeout=10)
+
+    assert rotated.status_code == first.status_code == 200
+    new_other, new_first = rotated.json()["token"], first.json()["token"]
+    assert emu.tokens.api_tokens() == [new_first, new_other]
+    assert_error(unknown, 404, "not (or no longer) an accepted API token")
+    assert emu.request_log.entries() == []
+    emu.faults.configure(FaultConfig())
+    refused = [get_status(emu, "/v1/catalogs", token) for token in (OTHER_TOKEN, other_jwt, DEMO_TOKEN)]
+    accepted = [get_status(emu, "/v1/catalogs", token) for token in (new_other, new_first)]
+    assert (refused, accepted) == ([401, 401, 401], [200, 200])
 
 
 # Faults
@@ -1038,42 +983,19 @@ def test_500_fault_creates_the_batch_then_fails(emu: EmulatorServer, session: re
     assert len(emu.state.batches()) == 1
 
 
-def test_drop_before_fault_creates_nothing_and_breaks_the_connection(
-    emu: EmulatorServer, session: requests.Session
+@pytest.mark.parametrize(("fault", "created"), [("drop_before", 0), ("drop_after", 2)])
+def test_a_dropped_connection_closes_without_a_byte_of_an_answer(
+    emu: EmulatorServer, session: requests.Session, fault: str, created: int
 ) -> None:
-    emu.faults.configure(FaultConfig(rate_drop_before=1.0))
+    emu.faults.configure(FaultConfig(**{f"rate_{fault}": 1.0}))
 
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises(requests.ConnectionError, match="without response"):
         trigger(session, emu)
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
         httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
-    assert emu.state.batches() == []
-    assert emu.request_log.count("POST", fault="drop_before") == 2
-    assert [entry.status for entry in emu.request_log.entries()] == [None, None]
 
-
-def test_drop_after_fault_creates_the_batch_but_the_client_gets_a_connection_error(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    emu.faults.configure(FaultConfig(rate_drop_after=1.0))
-
-    with pytest.raises(requests.ConnectionError):
-        trigger(session, emu)
-    with pytest.raises(httpx.RemoteProtocolError):
-        httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
-    assert len(emu.state.batches()) == 2
-
-
-def test_truncating_drop_sends_headers_then_a_short_body(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    emu.faults.configure(FaultConfig(rate_drop_after=1.0, drop_mode="truncate"))
-
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        trigger(session, emu)
-    with pytest.raises(httpx.RemoteProtocolError, match=r"complete message body"):
-        httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
-    assert len(emu.state.batches()) == 2
+    assert len(emu.state.batches()) == created
+    assert [(entry.status, entry.fault) for entry in emu.request_log.entries()] == [(None, fault)] * 2
 
 
 def test_client_recovers_on_a_new_request_after_a_drop(
@@ -1087,8 +1009,15 @@ def test_client_recovers_on_a_new_request_after_a_drop(
     assert trigger(session, emu).status_code == 201
 
 
-def test_latency_delays_answers(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.faults.configure(FaultConfig(latency_seconds=0.2))
+@pytest.mark.parametrize(
+    "faults",
+    [FaultConfig(latency_seconds=0.2), FaultConfig(rate_slow=1.0, slow_seconds=0.2)],
+    ids=["latency", "slow"],
+)
+def test_latency_and_slow_answers_are_delayed(
+    emu: EmulatorServer, session: requests.Session, faults: FaultConfig
+) -> None:
+    emu.faults.configure(faults)
     started = time.monotonic()
 
     assert session.get(f"{emu.url}/v1/catalogs", timeout=10).status_code == 200
@@ -1107,21 +1036,13 @@ def test_seeded_faults_repeat_exactly(emu: EmulatorServer, session: requests.Ses
     assert {200, 429, 500, 503} <= set(first)
 
 
-def test_fault_injectors_with_the_same_seed_draw_the_same_faults() -> None:
-    config = FaultConfig(seed=3, rate_503=0.25, rate_drop_after=0.25)
-
-    first, second = FaultInjector(config), FaultInjector(config)
-
-    assert [first.draw() for _ in range(50)] == [second.draw() for _ in range(50)]
-
-
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
         ({"rate_503": 1.5}, "rate_503"),
         ({"rate_503": 0.6, "rate_500": 0.6}, "add up"),
         ({"latency_seconds": -1}, "latency_seconds"),
-        ({"drop_mode": "explode"}, "drop_mode"),
+        ({"token_ttl_seconds": 0}, "token_ttl_seconds"),
         ({"clock_offset_seconds": float("nan")}, "clock_offset_seconds"),
     ],
 )
@@ -1134,19 +1055,15 @@ def test_invalid_fault_configuration_is_refused(kwargs: dict[str, Any], fragment
     ("kwargs", "fragment"),
     [
         ({"instances_row_limit": 0}, "instances_row_limit"),
-        ({"clients": (ClientConfig("a"), ClientConfig("a", "s"))}, "Client ids"),
+        ({"api_tokens": ("a", "a")}, "API tokens"),
+        ({"catalogs": (CatalogConfig("c", "C"), CatalogConfig("c", "D"))}, "unique"),
+        ({"catalogs": (CatalogConfig("c", "C", (ModelConfig("m", "M"), ModelConfig("m", "N"))),)}, "unique"),
+        ({"default_build_seconds": -1}, "default_build_seconds"),
     ],
 )
 def test_invalid_emulator_configuration_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         EmulatorConfig(**kwargs)
-
-
-def test_control_endpoints_are_fault_free_and_unrecorded(emu: EmulatorServer) -> None:
-    emu.faults.configure(FaultConfig(rate_503=1.0))
-
-    assert requests.get(f"{emu.url}/_emulator/health", timeout=10).status_code == 200
-    assert emu.request_log.entries() == []
 
 
 def test_faults_can_be_changed_over_http(emu: EmulatorServer, session: requests.Session) -> None:
@@ -1160,36 +1077,64 @@ def test_faults_can_be_changed_over_http(emu: EmulatorServer, session: requests.
     assert_error(refused, 400, "rate_429")
 
 
-# Request log
+# Request log and control routes
 
 
 def test_request_log_records_requests_and_counts_them(
     emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session
 ) -> None:
-    trigger(session, emu, full="false", body={"gracePeriodOverrides": {"sales": 1}})
+    session.post(
+        batch_url(emu),
+        params={"isFullBuild": "false"},
+        json={"gracePeriodOverrides": {"sales": 1}},
+        timeout=10,
+    )
     history(jwt_session, emu, modelId=DEFAULT_MODEL_ID)
-    session.get(f"{emu.url}/v1/catalogs", timeout=10)
+    password_grant(emu)
 
-    post = emu.request_log.entries()[0]
+    post, _, grant = emu.request_log.entries()
     assert (post.method, post.status, post.fault) == ("POST", 201, None)
     assert post.path == f"/v1/aggregates-batch/catalogs/{DEFAULT_CATALOG_ID}/models/{DEFAULT_MODEL_ID}"
     assert post.query == {"isFullBuild": "false"}
     assert post.headers["authorization"] == f"Bearer {DEMO_TOKEN}"
     assert post.body == {"gracePeriodOverrides": {"sales": 1}}
+    assert "grant_type=password" in grant.body, "a form body is kept as text"
     assert emu.request_log.count() == 3
     assert emu.request_log.count("post", "/v1/aggregates-batch") == 1
-    assert emu.request_log.count("GET", status=200) == 2
+    assert emu.request_log.count("GET", status=200) == 1
     emu.request_log.clear()
     assert emu.request_log.count() == 0
 
 
-def test_form_bodies_are_logged_as_text(emu: EmulatorServer) -> None:
-    password_grant(emu)
+def test_control_routes_serve_requests_and_batches_fault_free_and_unrecorded(
+    emu: EmulatorServer, session: requests.Session, clock: ManualClock
+) -> None:
+    session.post(
+        batch_url(emu),
+        params={"isFullBuild": "false"},
+        json={"gracePeriodOverrides": {"sales": 1}},
+        timeout=10,
+    )
+    clock.advance(QUEUE_SECONDS)
+    emu.faults.configure(FaultConfig(rate_503=1.0))
 
-    assert "grant_type=password" in emu.request_log.entries()[0].body
+    (batch,) = requests.get(f"{emu.url}/_emulator/batches", timeout=10).json()
+    (request,) = requests.get(f"{emu.url}/_emulator/requests", timeout=10).json()
+    cleared = requests.delete(f"{emu.url}/_emulator/requests", timeout=10)
+
+    assert (batch["status"], batch["gracePeriodOverrides"], batch["endTime"]) == (
+        "inprogress",
+        {"sales": 1},
+        None,
+    )
+    assert ISO_MILLIS_UTC.match(batch["startTime"])
+    assert (request["method"], request["status"], request["query"]) == ("POST", 201, {"isFullBuild": "false"})
+    assert cleared.status_code == 204
+    assert requests.get(f"{emu.url}/_emulator/health", timeout=10).json() == {"status": "ok"}
+    assert emu.request_log.entries() == []
 
 
-# Concurrency
+# Concurrency and reset
 
 
 def test_many_concurrent_pollers_are_served(emu: EmulatorServer) -> None:
@@ -1217,18 +1162,19 @@ def test_reset_forgets_batches_requests_faults_models_tokens_and_history_setting
     emu.state.set_batch_history_enabled(False)
     emu.state.set_batch_history_accepts_api_tokens(True)
     emu.faults.configure(FaultConfig(rate_503=1.0))
+    emu.rotate_api_token()
 
     emu.reset()
 
     assert emu.state.batches() == []
-    assert emu.state.history_batches() == []
     assert emu.request_log.entries() == []
-    assert not emu.tokens.grants_public_api(access_token)
+    assert emu.tokens.access_claims(access_token) is None
+    assert emu.token == DEMO_TOKEN
     assert history(session, emu).status_code == 401
-    batch_id = trigger(session, emu).json()["batch"]["id"]
-    batch = emu.state.get_batch(batch_id)
-    assert batch is not None
-    assert batch.fail is False
+    assert history(jwt_session, emu).status_code == 401, "issued before the reset"
+    assert emu.tokens.api_tokens() == [DEMO_TOKEN, OTHER_TOKEN]
+    trigger(session, emu)
+    assert [batch.fail for batch in emu.state.batches()] == [False]
 
 
 # State without HTTP
@@ -1241,7 +1187,7 @@ def test_state_computes_status_from_the_clock() -> None:
 
     seen = []
     for _ in range(4):
-        seen.append(state.batch_status(batch.id))
+        seen.append(batch.status_at(clock.now()))
         clock.advance(1)
     assert seen == ["new", "inprogress", "inprogress", "done"]
     assert state.batch_payload(batch)["createDate"] == "2023-11-14T22:13:20.000Z"
@@ -1252,27 +1198,6 @@ def test_manual_clock_refuses_to_go_back() -> None:
         ManualClock().advance(-1)
 
 
-def test_drop_without_a_reachable_transport_falls_back_to_a_truncated_response() -> None:
-    state = EmulatorState()
-    faults = FaultInjector(FaultConfig(rate_drop_before=1.0))
-    app = create_app(state, faults, RequestLog())
-    sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "method": "GET", "path": "/v1/catalogs", "query_string": b"", "headers": []}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
-
-    start, body = sent
-    declared = int(dict(start["headers"])[b"content-length"])
-    assert len(body["body"]) < declared
-    assert body["more_body"] is True
-
-
 # Command line
 
 
@@ -1280,58 +1205,61 @@ def test_cli_defaults_are_the_config_defaults() -> None:
     assert config_from_args(build_parser().parse_args([])) == EmulatorConfig()
 
 
-def test_cli_flags_set_the_config_fields_they_are_named_after() -> None:
+def test_cli_flags_set_the_config() -> None:
     args = build_parser().parse_args(
         [
             "--queue-seconds=2",
+            "--build-seconds=3.5",
             "--no-batch-history",
-            "--batch-history-accepts-api-tokens",
-            "--no-history-includes-other-batches",
-            "--instances-row-limit=none",
-            "--clock-offset-seconds=-30",
-            "--rate-503=0.5",
-            "--drop-mode=truncate",
-            f"--client-secret={MODELER_CLIENT_ID}=other-secret",
-            f"--fail-model={SECOND_MODEL_ID}",
+            "--instances-row-limit=0",
+            '--faults={"clock_offset_seconds": -30, "rate_503": 0.5, "seed": 7}',
         ]
     )
 
     config = config_from_args(args)
 
-    assert config.default_queue_seconds == 2
-    assert (config.serve_batch_history, config.batch_history_accepts_api_tokens) == (False, True)
-    assert config.history_includes_other_batches is False
-    assert config.instances_row_limit is None
-    assert (config.faults.clock_offset_seconds, config.faults.rate_503) == (-30, 0.5)
-    assert config.faults.drop_mode == "truncate"
-    assert ClientConfig(MODELER_CLIENT_ID, "other-secret") in config.clients
-    assert len(config.clients) == len(default_clients())
-    assert [model.fail for model in config.catalogs[0].models] == [False, True, True, False]
+    assert (config.default_queue_seconds, config.default_build_seconds) == (2, 3.5)
+    assert (config.serve_batch_history, config.instances_row_limit) == (False, None)
+    assert config.faults == FaultConfig(clock_offset_seconds=-30, rate_503=0.5, seed=7)
+    assert EmulatorState(config).batch_history_enabled is False
 
 
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--rate-503=2"], "rate_503"),
-        (["--instances-row-limit=0"], "instances_row_limit"),
-        (["--fail-model=no-such-model"], "no-such-model"),
+        (['--faults={"rate_503": 2}'], "rate_503"),
+        (['--faults={"no_such_fault": 1}'], "no_such_fault"),
+        (["--faults=[1]"], "JSON object"),
+        (["--faults=not json"], "JSON object"),
+        (["--instances-row-limit=-1"], "instances_row_limit"),
+        (["--queue-seconds=-1"], "default_queue_seconds"),
     ],
 )
-def test_cli_refuses_invalid_values(argv: list[str], fragment: str) -> None:
-    with pytest.raises(ValueError, match=fragment):
+def test_cli_refuses_invalid_values(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises((SystemExit, ValueError)) as refused:
         config_from_args(build_parser().parse_args(argv))
 
-
-def test_cli_refuses_a_client_secret_without_its_client(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["--client-secret=no-client-named"])
-
-    assert exited.value.code == 2
-    assert "CLIENT_ID=SECRET" in capsys.readouterr().err
+    assert fragment in str(refused.value) + capsys.readouterr().err
 
 
-def cli_command(*options: str) -> list[str]:
-    return [sys.executable, "-m", "airflow_provider_atscale.emulator", "--port", "0", *options]
+# A harness's own launcher: the emulator's main, with a catalog of its own beside the demo catalog.
+EXTRA_MAIN = """
+import sys
+from airflow_provider_atscale.emulator import CatalogConfig, ModelConfig
+from airflow_provider_atscale.emulator.__main__ import main
+extra = CatalogConfig("c-extra", "Extra", (ModelConfig("m-x", "X"),))
+sys.exit(main(sys.argv[1:], extra_catalogs=(extra,)))
+"""
+LAUNCHERS = {
+    "module": ["-m", "airflow_provider_atscale.emulator"],
+    "main with an extra catalog": ["-c", EXTRA_MAIN],
+}
+
+
+def cli_command(launcher: str, *options: str) -> list[str]:
+    return [sys.executable, *LAUNCHERS[launcher], "--port", "0", "--log-level", "warning", *options]
 
 
 def cli_env() -> dict[str, str]:
@@ -1341,11 +1269,14 @@ def cli_env() -> dict[str, str]:
     }
 
 
-def test_cli_prints_its_url_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_cli_prints_its_url_token_and_models_serves_and_stops_on_sigterm(
+    tmp_path: Path, launcher: str
+) -> None:
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            cli_command("--log-level", "warning"),
+            cli_command(launcher),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -1363,12 +1294,19 @@ def test_cli_prints_its_url_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     threading.Thread(target=read_lines, daemon=True).start()
     try:
         first = lines.get(timeout=60)
-        second = lines.get(timeout=10)
         match = re.fullmatch(r"AtScale emulator listening on (http://127\.0\.0\.1:\d+)\n", first)
         assert match, (first, stderr_path.read_text())
-        assert second == f"Demo API token: {DEMO_TOKEN}\n"
+        printed = [lines.get(timeout=10) for _ in range(5)]
+        assert printed[:2] == [
+            f"Demo API token: {DEMO_TOKEN}\n",
+            f"Catalog {DEFAULT_CATALOG_ID} model {DEFAULT_MODEL_ID} (Internet Sales, builds)\n",
+        ]
+        if launcher != "module":
+            assert lines.get(timeout=10) == "Catalog c-extra model m-x (X, builds)\n"
         response = requests.get(f"{match.group(1)}/v1/catalogs", headers=bearer(DEMO_TOKEN), timeout=10)
-        assert response.status_code == 200
+        assert [catalog["id"] for catalog in response.json()][1:] == (
+            [] if launcher == "module" else ["c-extra"]
+        )
 
         process.send_signal(signal.SIGTERM)
 
@@ -1399,11 +1337,7 @@ def test_cli_stops_cleanly_on_sigterm_sent_while_stalled_right_after_its_first_l
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            cli_command("--log-level", "warning"),
-            stdout=write_end,
-            stderr=stderr,
-            env=cli_env(),
-            cwd=REPO_ROOT,
+            cli_command("module"), stdout=write_end, stderr=stderr, env=cli_env(), cwd=REPO_ROOT
         )
     os.close(write_end)
     try:
