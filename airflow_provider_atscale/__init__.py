@@ -42,6 +42,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_atscale.operators.atscale"],
             }
         ],
+        # AtScale models as assets (and, on Airflow 2.11, datasets): atscale://<host>/<catalog>/<model>.
+        "asset-uris": [{"schemes": ["atscale"], "handler": "airflow_provider_atscale.assets.sanitize_uri"}],
+        "dataset-uris": [{"schemes": ["atscale"], "handler": "airflow_provider_atscale.assets.sanitize_uri"}],
         "connection-types": [
             {
                 "connection-type": CONNECTION_TYPE,

@@ -1,51 +1,53 @@
 """
-Waiting on a batch: the one loop that polls it, written once for the worker and the triggerer, and what its
-end means (outcomes, the trigger event's shape, failure messages). No HTTP here.
+Waiting on a batch: the one loop that polls it, :class:`Wait`, written once as coroutines — on the triggerer's
+event loop, on a worker in an event loop of its own (:func:`wait_here`, with the hook's sync calls), and one
+poll per poke for the sensor — its plan (built in one place, :meth:`WaitPlan.make`) and its end. No HTTP here.
 
-:func:`wait_for_batch` is a flow (see :mod:`airflow_provider_atscale._flow`): it yields ``Sleep`` (wait this
-long) and ``POLL`` (read the batch now; the driver sends back the batch or throws the ``AtScaleError`` that
-reading it raised), and returns a :class:`WaitEvent`. The operator drives it on a worker with the hook's
-sync calls (:meth:`BatchWaiting.wait_until_done`), the trigger on the triggerer with its async calls.
-
-A poll that fails in a way that may pass (no answer, 429, 5xx, after the request's own retries) never ends
-the wait before its deadline: polling goes on, backing off to at most the poll interval, and the outage is
-logged once when it starts and once when it ends. An error that will not pass (401 after
-re-authentication, 403, 404, 400) ends it at once.
+A poll that fails in a way that may pass (no answer, 429, 5xx) never ends the wait before its deadline:
+polling goes on, backing off to at most the poll interval, and the outage is logged when it starts and when it
+ends. The connection is read again first when AtScale refuses the token or does not know the batch (a rotated
+token, a moved host), and when an outage starts and then every :data:`RECONNECT_EVERY` seconds of it: if it
+changed, the wait carries on with it at once. An error that stays ends the wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import math
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_atscale import _clock
-from airflow_provider_atscale._flow import POLL, Flow, Sleep
 from airflow_provider_atscale.batches import (
+    CLOCK_SKEW,
     AggregateBatch,
     AggregateInstance,
     BatchStatusClass,
     format_duration,
 )
 from airflow_provider_atscale.errors import (
+    AtScaleAuthError,
     AtScaleBuildFailedError,
     AtScaleError,
-    AtScaleRateLimitError,
-    AtScaleServerError,
-    AtScaleTransportError,
+    AtScaleNotFoundError,
     AtScaleWaitTimeoutError,
+    clip,
+    may_pass,
 )
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from airflow_provider_atscale._inputs import BatchRef
+    from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
 OUTAGE_FIRST_BACKOFF = 5.0
 """Seconds before polling again after a first failed poll; doubled after each, up to the poll interval."""
-RESUME_SKEW_TOLERANCE = 60.0
-"""Seconds by which AtScale's clock may differ from Airflow's, when telling what a trigger saw before a
-triggerer restart."""
+RECONNECT_EVERY = 300.0
+"""Seconds between readings of the connection while AtScale cannot be reached: a host fixed in the
+connection reaches the wait, and a long outage does not read it on every poll."""
 
 
 class Outcome(str, enum.Enum):
@@ -58,7 +60,7 @@ class Outcome(str, enum.Enum):
     ERROR = "error"
 
 
-_OUTCOME_OF_CLASS = {
+_ENDS = {
     BatchStatusClass.SUCCEEDED: Outcome.SUCCEEDED,
     BatchStatusClass.FAILED: Outcome.FAILED,
     BatchStatusClass.UNKNOWN: Outcome.UNKNOWN_STATUS,
@@ -67,26 +69,13 @@ _OUTCOME_OF_CLASS = {
 
 def outcome_of(batch: AggregateBatch) -> Outcome | None:
     """The outcome a batch's status means, or ``None`` while it is still in progress."""
-    return _OUTCOME_OF_CLASS.get(batch.status_class)
-
-
-def is_passing(error: BaseException) -> bool:
-    """Whether a failed poll may pass if tried again later: no answer, 429 or 5xx."""
-    return isinstance(error, (AtScaleTransportError, AtScaleRateLimitError, AtScaleServerError))
+    return _ENDS.get(batch.status_class)
 
 
 class WaitPlan(NamedTuple):
-    """
-    What one wait on a batch is: plain values, the trigger's serialized arguments among them.
-
-    :param batch_id: the batch waited on.
-    :param poll_interval: seconds between polls.
-    :param deadline: when to give up, in seconds since the epoch.
-    :param timeout: the allowed wait in seconds, for the timeout message.
-    :param started_at: when waiting began, in seconds since the epoch, for elapsed times in logs.
-    :param first_poll_at: when to poll first; later polls follow every ``poll_interval`` after it.
-    :param last_status: the status already reported, so it is not logged again.
-    """
+    """What one wait is, in plain values (times in seconds since the epoch): polls from ``first_poll_at``
+    every ``poll_interval`` until ``deadline``; ``timeout`` and ``started_at`` for messages;
+    ``last_status`` already reported."""
 
     batch_id: str
     poll_interval: float
@@ -96,6 +85,36 @@ class WaitPlan(NamedTuple):
     first_poll_at: float
     last_status: str | None = None
 
+    @classmethod
+    def make(
+        cls,
+        batch_id: str,
+        *,
+        poll_interval: float,
+        timeout: float,
+        last_status: str | None,
+        deferred: bool,
+        started_at: float | None = None,
+        deadline: float | None = None,
+    ) -> WaitPlan:
+        """
+        The plan of a wait starting now (or at ``started_at``, for a trigger rebuilt from its arguments). The
+        status was read just before, so the first poll is an interval away. Tasks deferred together would poll
+        in lock-step for ever, so a deferred wait's first poll is spread over the second half of the interval,
+        at a point set by the batch id alone: a rebuilt trigger keeps it, and with it its schedule.
+        """
+        started = _clock.now() if started_at is None else started_at
+        spread = zlib.crc32(batch_id.encode()) / 2**32 if deferred else 0.0
+        return cls(
+            batch_id=batch_id,
+            poll_interval=poll_interval,
+            deadline=started + timeout if deadline is None else deadline,
+            timeout=timeout,
+            started_at=started,
+            first_poll_at=started + poll_interval * (1.0 - 0.5 * spread),
+            last_status=last_status,
+        )
+
     def slot_before(self, moment: float) -> float | None:
         """The last scheduled poll at or before ``moment``, or ``None`` if none was due yet."""
         if moment < self.first_poll_at:
@@ -104,43 +123,28 @@ class WaitPlan(NamedTuple):
             self.poll_interval
         )
 
-    def slot_after(self, moment: float) -> float:
-        """The first scheduled poll after ``moment``."""
-        before = self.slot_before(moment)
-        return self.first_poll_at if before is None else before + self.poll_interval
 
-
-class WaitEvent(NamedTuple):
-    """
-    How a wait ended, as plain JSON: the payload of the one event a trigger emits.
-
-    :param outcome: how waiting ended.
-    :param batch_id: the batch waited on.
-    :param batch: the batch as last seen (AtScale's camelCase object), if it was seen.
-    :param message: a sentence for the task's log.
-    """
+class WaitResult(NamedTuple):
+    """How a wait ended: the outcome, the batch as last seen (if seen), and a sentence for the task's log."""
 
     outcome: Outcome
     batch_id: str
-    batch: Mapping[str, Any] | None
+    batch: AggregateBatch | None
     message: str
 
     def to_payload(self) -> dict[str, Any]:
-        """The JSON payload for ``TriggerEvent``."""
+        """The trigger event's JSON payload (the batch as AtScale's camelCase object)."""
+        batch = self.batch.to_api() if self.batch is not None else None
         return {
             "outcome": self.outcome.value,
             "batch_id": self.batch_id,
-            "batch": dict(self.batch) if self.batch is not None else None,
+            "batch": batch,
             "message": self.message,
         }
 
     @classmethod
-    def from_payload(cls, payload: Any) -> WaitEvent:
-        """
-        Read a trigger event's payload, refusing anything but a complete event of a known outcome.
-
-        :raises AtScaleError: the payload is missing, malformed or of an unknown outcome.
-        """
+    def from_payload(cls, payload: Any) -> WaitResult:
+        """Read a trigger event's payload; anything but a complete event of a known outcome is refused."""
         if not isinstance(payload, Mapping):
             raise AtScaleError(f"Expected an AtScale trigger event, got {payload!r}: refusing to guess")
         try:
@@ -149,13 +153,16 @@ class WaitEvent(NamedTuple):
             raise AtScaleError(
                 f"Unknown AtScale trigger event outcome {payload.get('outcome')!r}: refusing to guess"
             ) from None
-        batch_id = payload.get("batch_id")
-        batch = payload.get("batch")
+        batch_id, batch = payload.get("batch_id"), payload.get("batch")
         if not isinstance(batch_id, str) or not isinstance(batch, (Mapping, type(None))):
             raise AtScaleError(f"Malformed AtScale trigger event {dict(payload)!r}")
-        if outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.UNKNOWN_STATUS) and batch is None:
+        if outcome in _ENDS.values() and batch is None:
             raise AtScaleError(f"AtScale trigger event {outcome.value!r} carries no batch")
-        return cls(outcome=outcome, batch_id=batch_id, batch=batch, message=str(payload.get("message", "")))
+        try:
+            seen = AggregateBatch.from_api(batch) if batch is not None else None
+        except ValueError as error:
+            raise AtScaleError(f"Malformed AtScale trigger event {dict(payload)!r}: {error}") from None
+        return cls(outcome, batch_id, seen, str(payload.get("message", "")))
 
     def batch_or_raise(self) -> AggregateBatch:
         """The finished batch; raises for a timeout or an error."""
@@ -163,171 +170,171 @@ class WaitEvent(NamedTuple):
             raise AtScaleWaitTimeoutError(self.message, self.batch_id)
         if self.outcome is Outcome.ERROR or self.batch is None:
             raise AtScaleError(f"Waiting on AtScale batch {self.batch_id} failed: {self.message}")
-        return AggregateBatch.from_api(self.batch)
+        return self.batch
 
 
-class StatusChangeLog:
+class Wait:
     """
-    Logs a batch's status once per change, with the time since waiting began and AtScale's estimate.
+    One wait on a batch: :meth:`run` polls until the batch finishes or the deadline passes.
 
-    :param logger: where to log.
-    :param started_at: when waiting began, in :func:`airflow_provider_atscale._clock.now` seconds.
-    :param last_status: the status already reported, if any.
+    :param plan: what to wait on and how.
+    :param poll: reads the batch now.
+    :param reconnect: reads the connection again; answers whether it changed.
+    :param logger: where status changes and outages are logged.
+    :param resumed: this wait takes over from one a triggerer restart stopped: it polls at once if a poll is
+        due, and does not log again what the earlier one logged.
     """
 
     def __init__(
-        self, logger: logging.Logger | Any, started_at: float, last_status: str | None = None
+        self,
+        plan: WaitPlan,
+        poll: Callable[[], Awaitable[AggregateBatch]],
+        reconnect: Callable[[], Awaitable[bool]],
+        logger: logging.Logger | Any,
+        *,
+        resumed: bool = False,
     ) -> None:
-        self._log = logger
-        self._started_at = started_at
-        self.last_status = last_status
-        self._seen_until: float | None = None
+        self.plan, self._poll, self._reconnect, self._log = plan, poll, reconnect, logger
+        self.last_status = plan.last_status
+        self.last_seen: AggregateBatch | None = None
         self._estimate = "not given"
+        self._seen_until = plan.slot_before(_clock.now()) if resumed else None
+        self._outage_began: float | None = None
+        self._outage_error: AtScaleError | None = None
+        self._backoff = OUTAGE_FIRST_BACKOFF
+        self._reconnected_at = -math.inf
 
-    def seen_until(self, moment: float) -> None:
-        """
-        Take a status that began by ``moment`` as already logged, once: a trigger resumed after a triggerer
-        restart polls on the same schedule as before, so what its last poll before the restart saw was
-        logged then.
+    async def run(self) -> WaitResult:
+        """Poll on schedule until the batch finishes or the deadline passes; an error that stays is raised."""
+        plan, now = self.plan, _clock.now()
+        next_poll = now if self._seen_until is not None else min(plan.first_poll_at, plan.deadline)
+        while True:
+            if next_poll > now:
+                await _clock.asleep(next_poll - now)
+            result = await self.step()
+            now = _clock.now()
+            if result is not None:
+                return result
+            if now >= plan.deadline:
+                return self.timed_out()
+            if self._outage_began is not None:
+                next_poll = now + min(self._backoff, plan.poll_interval, plan.deadline - now)
+                self._backoff *= 2
+            else:
+                # The next slot of the schedule: polls keep to it whatever each one took.
+                before = plan.slot_before(now)
+                next_poll = min(
+                    plan.first_poll_at if before is None else before + plan.poll_interval, plan.deadline
+                )
 
-        :param moment: the last poll before the restart, in seconds since the epoch.
-        """
-        self._seen_until = moment
-
-    def observe(self, batch: AggregateBatch, now: float) -> None:
-        """Log the batch's status if it differs from the last one reported."""
-        seen_until, self._seen_until = self._seen_until, None
+    async def step(self, *, reconnected: bool = False) -> WaitResult | None:
+        """One poll (again at once, once, where the connection changed): the result once the batch finished,
+        else ``None``; an error that stays is raised."""
+        try:
+            batch = await self._poll()
+        except AtScaleError as error:
+            now = _clock.now()
+            if not reconnected and await self._reconnected(error, now):
+                return await self.step(reconnected=True)
+            if not may_pass(error):
+                raise
+            if self._outage_began is None:
+                self._outage_began, self._backoff = now, OUTAGE_FIRST_BACKOFF
+                self._log.warning(
+                    "AtScale does not answer polls of batch %s (%s); polling on until %s, at most every %s",
+                    self.plan.batch_id,
+                    clip(error),
+                    datetime.fromtimestamp(self.plan.deadline, tz=timezone.utc).strftime(
+                        "%Y-%m-%d %H:%M:%S UTC"
+                    ),
+                    format_duration(self.plan.poll_interval),
+                )
+            self._outage_error = error
+            return None
+        now = _clock.now()
+        if self._outage_began is not None:
+            self._log.warning(
+                "AtScale answers polls of batch %s again, after %s",
+                self.plan.batch_id,
+                format_duration(now - self._outage_began),
+            )
+            self._outage_began = None
+        self.last_seen = batch
         if batch.estimate_time is not None:
             # Kept: a batch read from its aggregate instances (history unavailable for a moment) has none.
             self._estimate = batch.describe_estimate()
-        if batch.status == self.last_status:
-            return
+        if batch.status != self.last_status:
+            self._log_status(batch, now)
+        outcome = _ENDS.get(batch.status_class)
+        if outcome is None:
+            return None
+        return WaitResult(outcome, batch.id, batch, f"AtScale batch {batch.id} is {batch.status}")
+
+    async def _reconnected(self, error: AtScaleError, now: float) -> bool:
+        """Read the connection again where the failure may come from an edit of it; whether it changed."""
+        if isinstance(error, (AtScaleAuthError, AtScaleNotFoundError)):
+            due = True
+        elif may_pass(error):
+            due = self._outage_began is None or now - self._reconnected_at >= RECONNECT_EVERY
+        else:
+            due = False
+        if not due:
+            return False
+        self._reconnected_at = now
+        if not await self._reconnect():
+            return False
+        self._log.warning("Polling AtScale batch %s with the connection as it is now", self.plan.batch_id)
+        return True
+
+    def _log_status(self, batch: AggregateBatch, now: float) -> None:
         self.last_status = batch.status
-        began = status_began_at(batch)
-        if seen_until is not None and began is not None and began <= seen_until + RESUME_SKEW_TOLERANCE:
-            return
+        seen_until, self._seen_until = self._seen_until, None
+        if seen_until is not None:
+            # What the wait before a triggerer restart saw was logged then, if AtScale's dates tell.
+            moment = (batch.start_time or batch.create_date) if outcome_of(batch) is None else batch.end_time
+            if moment is not None and moment.year > 1970 and moment.timestamp() <= seen_until + CLOCK_SKEW:
+                return
         self._log.info(
             "AtScale batch %s is %s after %s (estimate: %s)",
             batch.id,
             batch.status,
-            format_duration(max(0.0, now - self._started_at)),
+            format_duration(now - self.plan.started_at),
             self._estimate,
         )
 
-
-_NEVER = datetime(1971, 1, 1, tzinfo=timezone.utc)
-
-
-def status_began_at(batch: AggregateBatch) -> float | None:
-    """When the batch entered its current status, by AtScale's timestamps, if they tell."""
-    if batch.status_class is BatchStatusClass.IN_PROGRESS:
-        moment = batch.start_time or batch.create_date
-    else:
-        moment = batch.end_time
-    # A batch that never started carries 0001-01-01 as its start time.
-    return moment.timestamp() if moment is not None and moment > _NEVER else None
-
-
-class _Outage:
-    """A run of failed polls: when it began, and how long to wait before the next poll."""
-
-    def __init__(self, began: float, error: AtScaleError) -> None:
-        self.began = began
-        self.error = error
-        self.backoff = OUTAGE_FIRST_BACKOFF
-
-    def next_wait(self, poll_interval: float) -> float:
-        wait = min(self.backoff, poll_interval)
-        self.backoff *= 2
-        return wait
+    def timed_out(self) -> WaitResult:
+        """The result of a wait that ran out of time, with what was seen of the batch and of any outage."""
+        batch, status = self.last_seen, self.last_status
+        message = (
+            f"AtScale batch {self.plan.batch_id} did not finish within {format_duration(self.plan.timeout)} "
+            f"(last status: {status or 'unknown'}). The build goes on in AtScale: the API has no cancel "
+            "call. A retry of this task resumes waiting on it while it runs."
+        )
+        if self._outage_began is not None:
+            silent = format_duration(_clock.now() - self._outage_began)
+            message += f" AtScale had not answered its polls for {silent}: {clip(self._outage_error)}"
+        return WaitResult(Outcome.TIMED_OUT, self.plan.batch_id, batch, message)
 
 
-def wait_for_batch(plan: WaitPlan, logger: logging.Logger | Any, *, resumed: bool = False) -> Flow[WaitEvent]:
-    """
-    Poll a batch until it finishes or the deadline passes: a flow of ``Sleep`` and ``POLL`` (see ``_flow``).
+def wait_here(
+    hook: AtScaleHook, ref: BatchRef, plan: WaitPlan, logger: logging.Logger | Any
+) -> AggregateBatch:
+    """Wait on this worker, polling with the hook's sync calls; returns the finished batch or raises."""
 
-    :param plan: what to wait on and how.
-    :param logger: where status changes and outages are logged.
-    :param resumed: this wait takes over from an earlier one (a trigger rebuilt after a triggerer
-        restart): poll at once if a poll is due, and do not log again what the earlier one logged.
-    :return: how the wait ended; an error that will not pass is raised instead.
-    """
-    status_log = StatusChangeLog(logger, plan.started_at, plan.last_status)
-    now = _clock.now()
-    next_poll = min(plan.first_poll_at, plan.deadline)
-    if resumed and (seen := plan.slot_before(now)) is not None:
-        status_log.seen_until(seen)
-        next_poll = now
-    outage: _Outage | None = None
-    last_seen: AggregateBatch | None = None
-    while True:
-        if next_poll > now:
-            yield Sleep(next_poll - now)
-        try:
-            reply: AggregateBatch = yield POLL
-        except AtScaleError as error:
-            now = _clock.now()
-            if not is_passing(error):
-                raise
-            if outage is None:
-                outage = _Outage(now, error)
-                logger.warning(
-                    "AtScale does not answer polls of batch %s (%s); polling on until %s, at most every %s",
-                    plan.batch_id,
-                    _short(error),
-                    _iso(plan.deadline),
-                    format_duration(plan.poll_interval),
-                )
-            outage.error = error
-            if now >= plan.deadline:
-                return _timed_out(plan, last_seen, outage)
-            next_poll = now + min(outage.next_wait(plan.poll_interval), plan.deadline - now)
-            continue
-        now = _clock.now()
-        if outage is not None:
-            logger.warning(
-                "AtScale answers polls of batch %s again, after %s",
-                plan.batch_id,
-                format_duration(now - outage.began),
-            )
-            outage = None
-        last_seen = reply
-        status_log.observe(reply, now)
-        outcome = outcome_of(reply)
-        if outcome is not None:
-            return WaitEvent(outcome, reply.id, reply.to_api(), f"AtScale batch {reply.id} is {reply.status}")
-        if now >= plan.deadline:
-            return _timed_out(plan, last_seen, None)
-        next_poll = min(plan.slot_after(now), plan.deadline)
+    async def poll() -> AggregateBatch:
+        return hook.read_batch(ref)
 
+    async def reconnect() -> bool:
+        return hook.reconnect()
 
-def _timed_out(plan: WaitPlan, batch: AggregateBatch | None, outage: _Outage | None) -> WaitEvent:
-    message = timeout_message(plan.batch_id, batch.status if batch else plan.last_status, plan.timeout)
-    if outage is not None:
-        message += f" AtScale had not answered its polls for {format_duration(_clock.now() - outage.began)}: "
-        message += _short(outage.error)
-    return WaitEvent(Outcome.TIMED_OUT, plan.batch_id, batch.to_api() if batch else None, message)
-
-
-def timeout_message(batch_id: str, status: str | None, timeout: float) -> str:
-    """The message for a wait that ran out of time."""
-    return (
-        f"AtScale batch {batch_id} did not finish within {format_duration(timeout)} "
-        f"(last status: {status or 'unknown'}). "
-        "The build goes on in AtScale: the API has no cancel call. A retry of this task resumes waiting on "
-        "it while it runs."
-    )
+    return asyncio.run(Wait(plan, poll, reconnect, logger).run()).batch_or_raise()
 
 
 def failure_message(batch: AggregateBatch, aggregates: Iterable[AggregateInstance] | None) -> str:
     """The message for a batch that ended badly, naming every failing aggregate and AtScale's reason."""
+    head = f"AtScale batch {batch.id} of model {batch.model_id} ended in status {batch.status!r}"
     if batch.status_class is BatchStatusClass.UNKNOWN:
-        head = (
-            f"AtScale batch {batch.id} of model {batch.model_id} ended in status {batch.status!r}, "
-            "which this provider does not know: not treating it as success"
-        )
-    else:
-        head = f"AtScale batch {batch.id} of model {batch.model_id} ended in status {batch.status!r}"
+        head += ", which this provider does not know: not treating it as success"
     if aggregates is None:
         return head + " (its aggregates could not be listed)"
     failing = [aggregate for aggregate in aggregates if aggregate.is_failed]
@@ -336,40 +343,16 @@ def failure_message(batch: AggregateBatch, aggregates: Iterable[AggregateInstanc
     return head + ". Failing aggregates:\n" + "\n".join(f"  - {a.describe()}" for a in failing)
 
 
-class _ListsAggregates(Protocol):
-    def list_batch_aggregates(
-        self, catalog_id: str, model_id: str, batch_id: str
-    ) -> list[AggregateInstance]: ...
-
-
-def raise_unless_succeeded(batch: AggregateBatch, hook: _ListsAggregates, logger: Any) -> None:
-    """
-    Return if the batch succeeded; otherwise raise :class:`AtScaleBuildFailedError` naming its failing
-    aggregates (listed through the hook; a failure to list them is logged, not raised).
-    """
-    if outcome_of(batch) is Outcome.SUCCEEDED:
+def raise_unless_succeeded(batch: AggregateBatch, hook: AtScaleHook, logger: logging.Logger | Any) -> None:
+    """Raise :class:`AtScaleBuildFailedError` naming the failing aggregates, unless the batch succeeded."""
+    if batch.status_class is BatchStatusClass.SUCCEEDED:
         return
+    from airflow_provider_atscale._inputs import BatchRef
+
     aggregates: list[AggregateInstance] | None
     try:
-        aggregates = hook.list_batch_aggregates(batch.catalog_id, batch.model_id, batch.id)
+        aggregates = hook.read_aggregates(BatchRef(batch.catalog_id, batch.model_id, batch.id))
     except AtScaleError as error:
         logger.warning("Could not list the aggregates of AtScale batch %s: %s", batch.id, error)
         aggregates = None
     raise AtScaleBuildFailedError(failure_message(batch, aggregates), batch)
-
-
-def batch_from_event(event: Any) -> AggregateBatch:
-    """
-    The batch a trigger event reports as finished; raises for a timeout, an error, or an event that is
-    missing, malformed or of an unknown outcome.
-    """
-    return WaitEvent.from_payload(event).batch_or_raise()
-
-
-def _short(error: BaseException) -> str:
-    text = str(error)
-    return text if len(text) <= 300 else text[:300] + "..."
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

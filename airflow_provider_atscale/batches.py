@@ -1,8 +1,7 @@
 """
-AtScale aggregate batches and what their statuses mean.
-
-Pure Python: no Airflow and no HTTP, so every other module (hook, operator, trigger, emulator) shares one
-definition of a batch and one classification of its statuses.
+AtScale aggregate batches and instances, and what their statuses mean. Pure Python, no Airflow and no HTTP:
+every other module (hook, operator, trigger, emulator) shares one definition of a batch, one classification
+of its statuses and one reading of AtScale's timestamps.
 """
 
 from __future__ import annotations
@@ -33,6 +32,14 @@ IN_PROGRESS_STATUSES = frozenset({"new", "pending", "inprogress", "running"})
 SUCCEEDED_STATUSES = frozenset({"done", "success", "active"})
 FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "invalid", "unreliable", "deleted"})
 
+# Aggregate instances: AtScale documents active, invalid, pending and deleted; the others are seen in flight.
+INSTANCE_BUILT_STATUSES = frozenset({"active", "done", "success"})
+INSTANCE_OPEN_STATUSES = frozenset({"pending", "inprogress"})
+INSTANCE_FAILED_STATUSES = FAILED_STATUSES
+
+CLOCK_SKEW = 60.0
+"""Seconds by which AtScale's clock (which stamps a batch's dates) may run ahead of or behind Airflow's."""
+
 _STATUS_CLASSES: Mapping[str, BatchStatusClass] = {
     **dict.fromkeys(IN_PROGRESS_STATUSES, BatchStatusClass.IN_PROGRESS),
     **dict.fromkeys(SUCCEEDED_STATUSES, BatchStatusClass.SUCCEEDED),
@@ -41,25 +48,14 @@ _STATUS_CLASSES: Mapping[str, BatchStatusClass] = {
 
 
 def classify_status(status: str | None) -> BatchStatusClass:
-    """
-    Classify an AtScale batch status.
-
-    A status outside the documented vocabulary is ``UNKNOWN``: callers must never treat it as success.
-
-    :param status: the status as AtScale sent it; case and surrounding blanks are ignored.
-    """
+    """Classify a batch status (case and blanks ignored); one outside the vocabulary is ``UNKNOWN``."""
     if not isinstance(status, str):
         return BatchStatusClass.UNKNOWN
     return _STATUS_CLASSES.get(status.strip().lower(), BatchStatusClass.UNKNOWN)
 
 
 def parse_api_datetime(value: Any) -> datetime | None:
-    """
-    Parse an AtScale timestamp (ISO 8601, ``Z`` or an offset) into an aware UTC datetime.
-
-    :param value: the string AtScale sent, or ``None``.
-    :raises ValueError: the value is neither ``None`` nor an ISO 8601 timestamp.
-    """
+    """An AtScale timestamp (ISO 8601, ``Z`` or an offset) as an aware UTC datetime; ValueError if not one."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -67,34 +63,38 @@ def parse_api_datetime(value: Any) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        # Python 3.10 reads less than 3.11 does (see _normalize_iso); polls read three of these each.
-        parsed = datetime.fromisoformat(_normalize_iso(value.strip()))
-    if parsed.tzinfo is None:
-        # AtScale sends UTC; a timestamp without an offset is read as UTC rather than local time.
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        # Python 3.10 refuses the Z that ends every AtScale timestamp, fractions of other than 3 or 6 digits
+        # and offsets without a colon; 3.11 reads them all. Rewritten, they mean the same instant.
+        text = value.strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        text = _COMPACT_OFFSET.sub(r"\1:\2", text) if "T" in text else text
+        text = _FRACTION.sub(lambda m: f"{m.group(1)}.{m.group(2)[:6].ljust(6, '0')}", text)
+        parsed = datetime.fromisoformat(text)
+    # AtScale sends UTC; a timestamp without an offset is read as UTC rather than local time.
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 _FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})\.(\d+)")
 _COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
 
 
-def _normalize_iso(text: str) -> str:
-    """
-    Rewrite an ISO 8601 timestamp into the subset Python 3.10's ``fromisoformat`` reads.
-
-    3.10 refuses the ``Z`` that ends every AtScale timestamp, fractions of other than 3 or 6 digits and
-    offsets without a colon; 3.11 reads them all. The result means the same instant.
-    """
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    text = _COMPACT_OFFSET.sub(r"\1:\2", text) if "T" in text else text
-    return _FRACTION.sub(lambda m: f"{m.group(1)}.{m.group(2)[:6].ljust(6, '0')}", text)
-
-
 def format_api_datetime(value: datetime) -> str:
     """Format an aware datetime the way AtScale does: UTC, milliseconds, ``Z``."""
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``0.8s``, ``42s``, ``17m 33s``, ``2h 05m`` (below zero reads as zero)."""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,10 @@ class AggregateBatch:
     :param id: the batch id AtScale assigned.
     :param catalog_id: the catalog the model belongs to.
     :param model_id: the model whose aggregates the batch builds.
-    :param status: the batch status as AtScale sent it; see :func:`classify_status`.
+    :param status: the batch status as AtScale sent it; its meaning is :attr:`status_class`.
     :param create_date: when AtScale created the batch, an aware datetime.
-    :param estimate_time: AtScale's estimate of the build time, as sent (``estimateTime``). Its unit is not
-        documented; AtScale's own tools read it as milliseconds, as this provider does (see
-        :attr:`estimate_seconds`).
+    :param estimate_time: AtScale's estimate (``estimateTime``), as sent; its unit is not documented, and is
+        read as milliseconds, as AtScale's own tools do.
     :param is_full_build: whether every aggregate is rebuilt, rather than an incremental build.
     :param batch_type: AtScale's batch type, e.g. ``aggregate_batch``.
     :param start_time: when the build started, where batch history tells.
@@ -128,11 +127,11 @@ class AggregateBatch:
     end_time: datetime | None = None
     # The object exactly as AtScale sent it, so to_api() gives it back untouched.
     raw: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
+    status_class: BatchStatusClass = field(init=False, compare=False, repr=False)
+    """What :attr:`status` means: read once, as the waiting loop looks at it on every poll."""
 
-    @property
-    def status_class(self) -> BatchStatusClass:
-        """The class of :attr:`status`."""
-        return classify_status(self.status)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status_class", classify_status(self.status))
 
     @property
     def is_aggregate_batch(self) -> bool:
@@ -140,27 +139,20 @@ class AggregateBatch:
         return self.batch_type == AGGREGATE_BATCH_TYPE
 
     @property
-    def estimate_seconds(self) -> float | None:
-        """AtScale's estimate in seconds, reading ``estimateTime`` as milliseconds; ``None`` if not given."""
-        return None if self.estimate_time is None else self.estimate_time / 1000.0
+    def build_type(self) -> str:
+        """``full``, ``incremental``, or ``unknown`` where AtScale did not say."""
+        return "unknown" if self.is_full_build is None else "full" if self.is_full_build else "incremental"
 
     def describe_estimate(self) -> str:
-        """AtScale's estimate as a duration for a log line (``17m 33s``), or ``not given``."""
-        seconds = self.estimate_seconds
-        return "not given" if seconds is None else format_duration(seconds)
+        """AtScale's estimate, read as milliseconds, as a duration for a log line; or ``not given``."""
+        return "not given" if self.estimate_time is None else format_duration(self.estimate_time / 1000.0)
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> AggregateBatch:
-        """
-        Build a batch from AtScale's camelCase batch object.
-
-        :param data: the ``batch`` object of a trigger response or a batch history entry.
-        :raises ValueError: a required field is missing or a field has the wrong type.
-        """
+        """A batch from AtScale's batch object (of a trigger answer or history); ValueError if malformed."""
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a batch object, got {type(data).__name__}")
-        batch_id = data.get("id")
-        status = data.get("status")
+        batch_id, status = data.get("id"), data.get("status")
         if not isinstance(batch_id, str) or not batch_id:
             raise ValueError(f"batch has no id: {dict(data)!r}")
         if not isinstance(status, str) or not status:
@@ -182,8 +174,8 @@ class AggregateBatch:
             batch_type=data.get("batchType"),
             start_time=parse_api_datetime(data.get("startTime")),
             end_time=parse_api_datetime(data.get("endTime")),
-            # A shallow copy: the hook reads batches from JSON it parsed and shares with nobody, and polls
-            # read one on every poll; to_api() hands out deep copies.
+            # A shallow copy: the hook reads batches from JSON it parsed and shares with nobody; to_api()
+            # hands out deep copies.
             raw=dict(data),
         )
 
@@ -201,49 +193,17 @@ class AggregateBatch:
             "isFullBuild": self.is_full_build,
             "batchType": self.batch_type,
         }
-        if self.start_time is not None:
-            data["startTime"] = format_api_datetime(self.start_time)
-        if self.end_time is not None:
-            data["endTime"] = format_api_datetime(self.end_time)
+        for key, moment in (("startTime", self.start_time), ("endTime", self.end_time)):
+            if moment is not None:
+                data[key] = format_api_datetime(moment)
         return data
-
-
-def format_duration(seconds: float) -> str:
-    """
-    A duration for people: ``0.8s``, ``42s``, ``17m 33s``, ``2h 05m``.
-
-    :param seconds: a non-negative number of seconds.
-    """
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-
-
-# Instance statuses: AtScale documents active, invalid, pending and deleted; the rest are seen in flight.
-INSTANCE_BUILT_STATUSES = frozenset({"active", "done", "success"})
-INSTANCE_FAILED_STATUSES = frozenset({"invalid", "failed", "error", "cancelled", "deleted", "unreliable"})
 
 
 @dataclass(frozen=True)
 class AggregateInstance:
-    """
-    One aggregate table a batch materializes.
-
-    :param id: the instance id.
-    :param status: the instance status as AtScale sent it (``active``, ``invalid``, ``pending``, ...).
-    :param table_name: the aggregate table's name in the warehouse.
-    :param table_schema: the schema holding the table.
-    :param message: AtScale's explanation, the reason for a failed aggregate.
-    :param batch_id: the batch that built it.
-    :param number_of_rows: rows in the table, where AtScale tells.
-    :param connection_id: the AtScale data-warehouse connection the table lives in, where AtScale tells.
-    """
+    """One aggregate table a batch materializes: its status as sent (``active``, ``invalid``, ``pending``...),
+    table and schema, AtScale's message (the reason for a failure), and where AtScale tells, its row count and
+    the AtScale data-warehouse connection it lives in."""
 
     id: str
     status: str
@@ -264,19 +224,18 @@ class AggregateInstance:
         """Whether building the aggregate table failed."""
         return self.status.strip().lower() in INSTANCE_FAILED_STATUSES
 
+    @property
+    def table(self) -> str:
+        """``schema.table``, or the id where AtScale names no table."""
+        return ".".join(part for part in (self.table_schema, self.table_name) if part) or self.id
+
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> AggregateInstance:
-        """
-        Build an instance from AtScale's camelCase instance object.
-
-        :param data: one entry of the aggregate instances endpoint's ``data``.
-        :raises ValueError: the id or status is missing.
-        """
+        """An instance from an entry of the instances endpoint; ValueError without id or status."""
         if not isinstance(data, Mapping) or not data.get("id") or not isinstance(data.get("status"), str):
             raise ValueError(f"aggregate instance without id or status: {data!r}")
         stats = data.get("stats")
-        if not isinstance(stats, Mapping):
-            stats = {}
+        rows = stats.get("numberOfRows") if isinstance(stats, Mapping) else None
         return cls(
             id=str(data["id"]),
             status=data["status"],
@@ -284,28 +243,18 @@ class AggregateInstance:
             table_schema=data.get("tableSchema"),
             message=data.get("message") or None,
             batch_id=data.get("batchId"),
-            number_of_rows=_optional_int(stats.get("numberOfRows")),
+            number_of_rows=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
             connection_id=data.get("connectionId") or None,
         )
 
     def describe(self) -> str:
         """``schema.table (status): message`` for a log line or an error."""
-        name = ".".join(part for part in (self.table_schema, self.table_name) if part) or self.id
-        text = f"{name} ({self.status})"
+        text = f"{self.table} ({self.status})"
         return f"{text}: {self.message}" if self.message else text
 
 
-def _optional_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def status_from_instances(instances: list[AggregateInstance]) -> str:
-    """
-    Derive a batch status from its aggregate instances, for servers that do not serve batch history.
-
-    All built is ``done``; any failed is ``failed``; otherwise (none yet, or some still building)
-    ``inprogress``.
-    """
+    """A batch status from its instances: any failed ``failed``, all built ``done``, else ``inprogress``."""
     if any(instance.is_failed for instance in instances):
         return "failed"
     if instances and all(instance.is_built for instance in instances):

@@ -47,6 +47,8 @@ done
 [ -n "$ready" ] || { echo "The emulator did not start:"; cat "$work/emulator.log"; exit 1; }
 echo "AtScale emulator: $url"
 export AIRFLOW_CONN_ATSCALE_DEFAULT="{\"conn_type\": \"atscale\", \"host\": \"$url\", \"password\": \"$token\"}"
+# The URL the example's model asset names (its events go to the dashboard DAG scheduled on it).
+export ATSCALE_URL="$url"
 
 airflow db migrate >"$work/db.log" 2>&1 || { cat "$work/db.log"; exit 1; }
 echo "Running: airflow dags test atscale_nightly_incremental_build"

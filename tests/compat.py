@@ -13,11 +13,12 @@ import pytest
 
 from airflow_provider_atscale._compat import (
     AIRFLOW_V_3_0_PLUS,
-    AIRFLOW_V_3_1_PLUS,
     AIRFLOW_V_3_2_PLUS,
     AIRFLOW_V_3_3_PLUS,
     AIRFLOW_VERSION,
 )
+
+AIRFLOW_V_3_1_PLUS = AIRFLOW_V_3_0_PLUS and AIRFLOW_VERSION.split(".")[1] not in ("0",)
 
 AIRFLOW_MINOR = ".".join(AIRFLOW_VERSION.split(".")[:2])
 """The installed Airflow's ``major.minor``, e.g. ``"3.0"``."""

@@ -57,15 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_tokens_from_earlier_tests() -> Iterator[None]:
-    """Hooks of one process share their tokens and, briefly, their connection; each test starts afresh."""
+    """Hooks of one process share their tokens; each test starts afresh."""
     from airflow_provider_atscale.hooks._auth import forget_tokens
-    from airflow_provider_atscale.hooks.atscale import forget_settings
 
     forget_tokens()
-    forget_settings()
     yield
     forget_tokens()
-    forget_settings()
 
 
 @pytest.fixture
@@ -128,6 +125,8 @@ def emulator(
         "AIRFLOW_CONN_ATSCALE_DEFAULT",
         connection_uri(host=emulator_server.url, password=emulator_server.token),
     )
+    # The AtScale URL DAGs name their model's asset with, when they are parsed.
+    monkeypatch.setenv("ATSCALE_URL", emulator_server.url)
     monkeypatch.setattr(_clock, "now", emulator_clock.now)
     monkeypatch.setattr(_clock, "sleep", emulator_clock.sleep)
     monkeypatch.setattr(_clock, "asleep", emulator_clock.asleep)

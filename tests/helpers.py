@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import datetime, timezone
 
 BASE_URL = "https://atscale.test"
 TOKEN = "tok-3f9c2b7e-secret-api-token"
@@ -42,6 +44,9 @@ TOKEN_URL = f"{BASE_URL}/v1/token"
 ACCESS_TOKEN = "exchanged-access-token"
 INSTANCES_URL = f"{BASE_URL}/v1/aggregates/instances"
 TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
+CATALOGS_URL = f"{BASE_URL}/v1/catalogs"
+GRANT_URL = f"{BASE_URL}/auth/realms/atscale/protocol/openid-connect/token"
+"""The Identity Broker's token endpoint (password and refresh grants) in the default realm."""
 BATCH_ID = "5b9f7a1e-1111-4222-8333-944455556666"
 
 
@@ -70,6 +75,21 @@ def instance_object(
         "catalogId": CATALOG_ID,
         "modelId": MODEL_ID,
     }
+
+
+def iso(timestamp: float) -> str:
+    """A time as AtScale writes dates: ``2025-02-27T09:53:22.000Z``."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def jwt(exp: float, iat: float | None = None) -> str:
+    """An unsigned JWT as AtScale issues: expiring at ``exp``, issued at ``iat`` (by AtScale's clock)."""
+    claims = {"sub": "svc", "exp": int(exp), **({} if iat is None else {"iat": int(iat)})}
+
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
 
 
 class FakeClock:

@@ -1,63 +1,46 @@
-"""The compat module: the names it picks per Airflow version, and its backport of aget_connection."""
+"""The compat module's version flags and names; the provider's errors as Airflow's task runner sees them."""
 
 from __future__ import annotations
-
-import asyncio
-import threading
 
 import pytest
 from packaging.version import Version
 
 from airflow_provider_atscale import _compat
-from airflow_provider_atscale.hooks.atscale import AtScaleHook
-from tests.compat import AIRFLOW_V_3_1_PLUS, AIRFLOW_VERSION
+from airflow_provider_atscale.errors import AtScaleAuthError, AtScaleConfigurationError, AtScaleError
+from tests.compat import redact
 
 
-def test_version_flags_follow_the_installed_airflow() -> None:
-    release = Version(AIRFLOW_VERSION).release
+@pytest.mark.parametrize(
+    ("flag", "since"),
+    [("AIRFLOW_V_3_0_PLUS", (3, 0)), ("AIRFLOW_V_3_2_PLUS", (3, 2)), ("AIRFLOW_V_3_3_PLUS", (3, 3))],
+)
+def test_version_flags_follow_the_installed_airflow(flag: str, since: tuple[int, int]) -> None:
+    from airflow import __version__
 
-    assert _compat.AIRFLOW_V_3_0_PLUS is (release >= (3, 0))
-    assert _compat.AIRFLOW_V_3_1_PLUS is (release >= (3, 1))
-    assert _compat.AIRFLOW_V_3_2_PLUS is (release >= (3, 2))
-
-
-def test_the_provider_errors_are_the_exceptions_airflow_handles() -> None:
-    from airflow_provider_atscale.errors import AtScaleConfigurationError, AtScaleError
-
-    assert issubclass(AtScaleError, _compat.AirflowException)
-    assert issubclass(AtScaleConfigurationError, _compat.AirflowFailException)
+    assert getattr(_compat, flag) is (Version(__version__).release >= since)
 
 
-def test_aget_connection_reads_the_connection(atscale_conn: str) -> None:
-    conn = asyncio.run(AtScaleHook.aget_connection(atscale_conn))
+def test_a_secret_given_to_mask_secret_is_redacted_from_logs() -> None:
+    _compat.mask_secret("tok-compat-7c1d-secret")
 
-    assert conn.host == "https://atscale.test"
-    assert conn.conn_type == "atscale"
-
-
-def test_aget_connection_of_an_unknown_id_raises_not_found() -> None:
-    with pytest.raises(_compat.AirflowNotFoundException):
-        asyncio.run(AtScaleHook.aget_connection("atscale_nowhere"))
+    assert redact("Bearer tok-compat-7c1d-secret") == "Bearer ***"
 
 
-@pytest.mark.skipif(AIRFLOW_V_3_1_PLUS, reason="Airflow 3.1 and later have their own aget_connection")
-def test_the_backported_aget_connection_looks_up_off_the_event_loop(
-    atscale_conn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lookups: list[int] = []
-    original = AtScaleHook.get_connection
+def task_runner() -> object:
+    """The module whose ``except`` clauses decide a task's fate in this Airflow version."""
+    if _compat.AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk.execution_time import task_runner
 
-    def recording_get_connection(conn_id: str) -> object:
-        lookups.append(threading.get_ident())
-        return original(conn_id)
+        return task_runner
+    from airflow.models import taskinstance
 
-    monkeypatch.setattr(AtScaleHook, "get_connection", recording_get_connection)
+    return taskinstance
 
-    async def lookup() -> int:
-        await AtScaleHook.aget_connection(atscale_conn)
-        return threading.get_ident()
 
-    loop_thread = asyncio.run(lookup())
+def test_every_provider_error_is_an_airflow_exception_of_the_task_runner() -> None:
+    assert issubclass(AtScaleError, task_runner().AirflowException)  # type: ignore[attr-defined]
 
-    assert len(lookups) == 1
-    assert lookups[0] != loop_thread
+
+@pytest.mark.parametrize("error", [AtScaleConfigurationError, AtScaleAuthError])
+def test_errors_that_fail_again_on_a_retry_fail_the_task_without_retries(error: type[AtScaleError]) -> None:
+    assert issubclass(error, task_runner().AirflowFailException)  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ pytest.importorskip(
     "airflow.providers.openlineage", reason="apache-airflow-providers-openlineage is not installed"
 )
 
-from airflow_provider_atscale.emulator import EmulatorConfig, run_emulator
+from airflow_provider_atscale.emulator import FAILING_MODEL_ID, EmulatorConfig, run_emulator
 from tests.conftest import _ROOT
 from tests.helpers import connection_uri
 
@@ -59,14 +59,33 @@ def lineage_events(tmp_path: Path) -> list[dict[str, Any]]:
             timeout=300,
             check=False,
         )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "failing_build" in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr[-3000:]
     return [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
 
 
-def test_a_finished_build_reports_the_aggregate_tables_it_wrote(tmp_path: Path) -> None:
-    events = lineage_events(tmp_path)
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return lineage_events(tmp_path_factory.mktemp("lineage"))
 
-    (complete,) = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".build")]
+
+def of_task(events: list[dict[str, Any]], event_type: str, task_id: str) -> dict[str, Any]:
+    (event,) = [
+        e for e in events if e["eventType"] == event_type and e["job"]["name"].endswith(f".{task_id}")
+    ]
+    return event
+
+
+def test_a_task_start_names_the_model_as_its_input(events: list[dict[str, Any]]) -> None:
+    start = of_task(events, "START", "build")
+
+    ((namespace, name),) = [(d["namespace"], d["name"]) for d in start["inputs"]]
+    assert namespace.startswith("atscale://127.0.0.1:")
+    assert name == "Sales Insights/Internet Sales"
+
+
+def test_a_finished_build_reports_the_aggregate_tables_it_wrote(events: list[dict[str, Any]]) -> None:
+    complete = of_task(events, "COMPLETE", "build")
+
     outputs = {(d["namespace"], d["name"]): d.get("outputFacets", {}) for d in complete["outputs"]}
     assert set(outputs) == {
         ("snowflake://acme-xy12345", "ANALYTICS.atscale_aggs.as_agg_internet_sales_by_day"),
@@ -75,6 +94,8 @@ def test_a_finished_build_reports_the_aggregate_tables_it_wrote(tmp_path: Path) 
     }
     rows = outputs[("snowflake://acme-xy12345", "ANALYTICS.atscale_aggs.as_agg_internet_sales_by_day")]
     assert rows["outputStatistics"]["rowCount"] == 1826
+    (model,) = complete["inputs"]
+    assert model["name"] == "fdcdd3e1-13fc-54c2-93fe-57e681e1968e/0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf"
     facet = complete["run"]["facets"]["atscale_aggregate_batch"]
     assert facet["buildType"] == "full"
     assert facet["status"] == "done"
@@ -84,22 +105,36 @@ def test_a_finished_build_reports_the_aggregate_tables_it_wrote(tmp_path: Path) 
     assert facet["_schemaURL"].endswith("#AtScaleAggregateBatchRunFacet")
 
 
-def test_an_unmapped_warehouse_connection_is_named_after_the_atscale_host_and_failures_are_left_out(
-    atscale_conn: str, requests_mock: Any
-) -> None:
-    from airflow_provider_atscale._lineage import aggregate_build_lineage
-    from airflow_provider_atscale.batches import AggregateBatch
-    from airflow_provider_atscale.hooks.atscale import AtScaleHook
-    from tests.helpers import BATCH_ID, CATALOG_ID, INSTANCES_URL, MODEL_ID, instance_object
+def test_a_failed_build_reports_its_batch_and_the_failing_aggregates(events: list[dict[str, Any]]) -> None:
+    fail = of_task(events, "FAIL", "failing_build")
 
-    built, failed = instance_object("active", "agg_ok"), instance_object("invalid", "agg_bad", "denied")
-    requests_mock.get(INSTANCES_URL, json={"data": [dict(built, connectionId="wh-1"), failed]})
-    batch = AggregateBatch(id=BATCH_ID, catalog_id=CATALOG_ID, model_id=MODEL_ID, status="failed")
+    assert fail["outputs"] == []
+    facets = fail["run"]["facets"]
+    assert facets["atscale_aggregate_batch"]["status"] == "failed"
+    assert facets["atscale_aggregate_batch"]["modelId"] == FAILING_MODEL_ID
+    message = facets["errorMessage"]["message"]
+    assert "ended in status 'failed'" in message
+    assert (
+        "as_agg_broken_sales_by_product (invalid): Table 'as_agg_broken_sales_by_product' could not be"
+        in (message)
+    )
 
-    lineage = aggregate_build_lineage(AtScaleHook(), batch, full_build=False)
+
+def test_an_unmapped_warehouse_connection_is_named_after_the_atscale_host_and_failures_are_left_out() -> None:
+    from airflow_provider_atscale._inputs import ConnectionSettings
+    from airflow_provider_atscale._lineage import build_lineage
+    from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
+
+    settings = ConnectionSettings(conn_id="atscale_default", base_url="https://atscale.test:8443", token="t")
+    built = AggregateInstance("1", "active", "agg_ok", "atscale_aggs", connection_id="wh-1")
+    failed = AggregateInstance("2", "invalid", "agg_bad", "atscale_aggs", "denied")
+    batch = AggregateBatch(id="b", catalog_id="c", model_id="m", status="failed")
+
+    lineage = build_lineage(settings, ("c", "m"), batch, build_type="incremental", aggregates=[built, failed])
 
     assert [(d.namespace, d.name) for d in lineage.outputs] == [
-        ("atscale://atscale.test/wh-1", "atscale_aggs.agg_ok")
+        ("atscale://atscale.test:8443/wh-1", "atscale_aggs.agg_ok")
     ]
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("atscale://atscale.test:8443", "c/m")]
     assert lineage.run_facets["atscale_aggregate_batch"].status == "failed"
     assert lineage.run_facets["atscale_aggregate_batch"].buildType == "incremental"

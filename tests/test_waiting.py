@@ -1,30 +1,44 @@
 """
-The waiting loop as a flow, driven by feeding it answers: no HTTP, no Airflow, a fake clock.
-
-:func:`wait_for_batch` yields ``Sleep`` and ``POLL``; these tests answer each ``POLL`` with a batch or an
-error, move the clock by each ``Sleep``, and look at what it asked for, what it logged and how it ended.
+The waiting loop, :class:`Wait`, driven directly: a fake AtScale answers its polls and re-reads of the
+connection, the fake clock moves with every sleep. No HTTP, no Airflow.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import Generator, Iterable
+import math
+from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from airflow_provider_atscale._flow import POLL, Sleep
-from airflow_provider_atscale._waiting import Outcome, WaitEvent, WaitPlan, wait_for_batch
-from airflow_provider_atscale.batches import AggregateBatch
+from airflow_provider_atscale._waiting import (
+    RECONNECT_EVERY,
+    Outcome,
+    Wait,
+    WaitPlan,
+    WaitResult,
+    failure_message,
+    raise_unless_succeeded,
+)
+from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
 from airflow_provider_atscale.errors import (
     AtScaleAuthError,
+    AtScaleBadRequestError,
+    AtScaleBuildFailedError,
     AtScaleError,
+    AtScaleHTTPError,
     AtScaleNotFoundError,
     AtScaleRateLimitError,
+    AtScaleResponseError,
     AtScaleServerError,
     AtScaleTransportError,
+    AtScaleWaitTimeoutError,
 )
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, batch_object
 
 START = 1_767_225_600.0
 
@@ -33,60 +47,81 @@ def batch(status: str, **fields: Any) -> AggregateBatch:
     return AggregateBatch(id="b-1", catalog_id="c", model_id="m", status=status, **fields)
 
 
-def plan(**changes: Any) -> WaitPlan:
-    values: dict[str, Any] = {
-        "batch_id": "b-1",
-        "poll_interval": 60.0,
-        "deadline": START + 3600,
-        "timeout": 3600.0,
-        "started_at": START,
-        "first_poll_at": START + 60,
-        "last_status": "new",
-    }
-    values.update(changes)
-    return WaitPlan(**values)
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(START + seconds, tz=timezone.utc)
 
 
-def server_error() -> AtScaleServerError:
-    return AtScaleServerError(
-        "AtScale GET /wapi failed with HTTP 503",
-        method="GET",
-        path="/wapi",
-        status_code=503,
-        atscale_message=None,
+def http_error(cls: type[AtScaleHTTPError], status: int) -> AtScaleHTTPError:
+    return cls(f"HTTP {status}", method="GET", path="/wapi", status_code=status, atscale_message=None)
+
+
+NO_ANSWER = AtScaleTransportError("no answer", method="GET", path="/wapi")
+UNAVAILABLE = http_error(AtScaleServerError, 503)
+PASSING = [NO_ANSWER, http_error(AtScaleRateLimitError, 429), UNAVAILABLE]
+REFUSED = http_error(AtScaleAuthError, 401)
+NOT_FOUND = http_error(AtScaleNotFoundError, 404)
+
+
+class AtScale:
+    """
+    Answers each poll with the next of its batches (the last one for ever), or with ``error`` while an
+    outage lasts; records when polls and re-reads of the connection came. A re-read finds the connection
+    changed if ``changed``.
+    """
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *batches: AggregateBatch | AtScaleError,
+        outage: tuple[float, float] = (math.inf, math.inf),
+        error: AtScaleError = UNAVAILABLE,
+        poll_seconds: float = 0.0,
+        changed: bool = False,
+    ) -> None:
+        self.clock, self.answers, self.outage, self.error = clock, list(batches), outage, error
+        self.poll_seconds, self.changed = poll_seconds, changed
+        self.polled_at: list[float] = []
+        self.reconnected_at: list[float] = []
+
+    async def poll(self) -> AggregateBatch:
+        now = self.clock.now()
+        self.polled_at.append(now)
+        self.clock.time += self.poll_seconds
+        if self.outage[0] <= now < self.outage[1]:
+            raise self.error
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, AtScaleError):
+            raise answer
+        return answer
+
+    async def reconnect(self) -> bool:
+        self.reconnected_at.append(self.clock.now())
+        return self.changed
+
+
+def after(*seconds: float) -> list[float]:
+    """Moments ``seconds`` after START."""
+    return [START + s for s in seconds]
+
+
+def plan(
+    batch_id: str = "b-1",
+    timeout: float = 3600.0,
+    last_status: str = "new",
+    deferred: bool = False,
+    **more: Any,
+) -> WaitPlan:
+    """A wait begun now, polling every minute; on a worker, its first poll a minute from now."""
+    return WaitPlan.make(
+        batch_id, poll_interval=60.0, timeout=timeout, last_status=last_status, deferred=deferred, **more
     )
 
 
-class Driver:
-    """Runs a waiting flow, answering each poll from a list and recording when each poll came."""
+LOG = logging.getLogger("tests.waiting")
 
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.polled_at: list[float] = []
 
-    def run(
-        self, flow: Generator[Any, Any, WaitEvent], answers: Iterable[AggregateBatch | AtScaleError]
-    ) -> WaitEvent:
-        pending = iter(answers)
-        reply: Any = None
-        error: AtScaleError | None = None
-        while True:
-            try:
-                instruction = flow.throw(error) if error is not None else flow.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply, error = None, None
-            if isinstance(instruction, Sleep):
-                assert instruction.seconds > 0
-                self.clock.sleep(instruction.seconds)
-            else:
-                assert instruction is POLL
-                self.polled_at.append(self.clock.now())
-                answer = next(pending)
-                if isinstance(answer, AtScaleError):
-                    error = answer
-                else:
-                    reply = answer
+def run(atscale: AtScale, wait_plan: WaitPlan | None = None, *, resumed: bool = False) -> WaitResult:
+    return asyncio.run(Wait(wait_plan or plan(), atscale.poll, atscale.reconnect, LOG, resumed=resumed).run())
 
 
 @pytest.fixture
@@ -95,139 +130,335 @@ def clock(fake_clock: FakeClock) -> FakeClock:
     return fake_clock
 
 
-@pytest.fixture
-def logger() -> logging.Logger:
-    return logging.getLogger("tests.waiting")
+@pytest.fixture(autouse=True)
+def _log_everything(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOG.name)
 
 
-def test_polls_on_schedule_until_the_batch_finishes(clock: FakeClock, logger: logging.Logger) -> None:
-    driver = Driver(clock)
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == LOG.name]
 
-    event = driver.run(
-        wait_for_batch(plan(), logger), [batch("inprogress"), batch("inprogress"), batch("done")]
-    )
 
-    assert event.outcome is Outcome.SUCCEEDED
-    assert event.batch == batch("done").to_api()
-    assert driver.polled_at == [START + 60, START + 120, START + 180]
+# How a wait ends
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("status", "outcome"),
     [
-        AtScaleTransportError("no answer", method="GET", path="/wapi"),
-        AtScaleRateLimitError("429", method="GET", path="/wapi", status_code=429, atscale_message=None),
-        server_error(),
+        *((status, Outcome.SUCCEEDED) for status in ("done", "success", "active")),
+        *((s, Outcome.FAILED) for s in ("failed", "error", "cancelled", "invalid", "unreliable", "deleted")),
+        ("archived", Outcome.UNKNOWN_STATUS),
     ],
 )
-def test_an_outage_does_not_end_the_wait_and_is_logged_once_at_each_end(
-    clock: FakeClock, logger: logging.Logger, caplog: pytest.LogCaptureFixture, error: AtScaleError
+def test_a_finished_batch_ends_the_wait_with_the_outcome_its_status_means(
+    clock: FakeClock, status: str, outcome: Outcome
 ) -> None:
-    driver = Driver(clock)
-    answers = [batch("inprogress"), *[error] * 8, batch("inprogress"), batch("done")]
+    result = run(AtScale(clock, batch("inprogress"), batch(status)))
 
-    with caplog.at_level(logging.INFO, logger="tests.waiting"):
-        event = driver.run(wait_for_batch(plan(), logger), answers)
-
-    assert event.outcome is Outcome.SUCCEEDED
-    gaps = [later - earlier for earlier, later in zip(driver.polled_at, driver.polled_at[1:], strict=False)]
-    assert all(0 < gap <= 60.0 for gap in gaps), "backing off, never longer than the poll interval"
-    assert gaps[:4] == [60.0, 5.0, 10.0, 20.0], "backoff doubles from 5 s"
-    messages = [record.getMessage() for record in caplog.records]
-    assert sum("does not answer polls of batch b-1" in m for m in messages) == 1
-    assert sum("answers polls of batch b-1 again" in m for m in messages) == 1
+    assert result == WaitResult(outcome, "b-1", batch(status), f"AtScale batch b-1 is {status}")
 
 
-def test_an_outage_past_the_deadline_times_out_saying_so(clock: FakeClock, logger: logging.Logger) -> None:
-    driver = Driver(clock)
+def test_a_batch_running_at_the_deadline_times_out_with_the_last_poll_at_the_deadline(
+    clock: FakeClock,
+) -> None:
+    atscale = AtScale(clock, batch("inprogress"))
 
-    event = driver.run(
-        wait_for_batch(plan(deadline=START + 300), logger), [batch("inprogress")] + [server_error()] * 50
+    result = run(atscale, plan(timeout=150))
+
+    assert result.outcome is Outcome.TIMED_OUT
+    assert result.batch == batch("inprogress")
+    assert atscale.polled_at == after(60, 120, 150)
+    assert result.message.startswith(
+        "AtScale batch b-1 did not finish within 2m 30s (last status: inprogress)"
     )
-
-    assert event.outcome is Outcome.TIMED_OUT
-    assert clock.now() >= START + 300
-    assert driver.polled_at[-1] == START + 300, "the last poll is at the deadline"
-    assert "did not finish within 1h 00m (last status: inprogress)" in event.message
-    assert "AtScale had not answered its polls for" in event.message
+    assert "goes on in AtScale" in result.message
+    assert "had not answered" not in result.message
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        AtScaleAuthError("401", method="GET", path="/wapi", status_code=401, atscale_message=None),
-        AtScaleNotFoundError("404", method="GET", path="/wapi", status_code=404, atscale_message=None),
-    ],
-)
-def test_an_error_that_will_not_pass_ends_the_wait_at_once(
-    clock: FakeClock, logger: logging.Logger, error: AtScaleError
+def test_polls_keep_to_their_schedule_however_long_each_poll_takes(clock: FakeClock) -> None:
+    atscale = AtScale(clock, batch("inprogress"), batch("inprogress"), batch("done"), poll_seconds=7.0)
+
+    run(atscale)
+
+    assert atscale.polled_at == after(60, 120, 180)
+
+
+def test_each_status_change_is_logged_once_with_elapsed_time_and_the_last_estimate_given(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    driver = Driver(clock)
+    answers = [batch("new"), batch("inprogress", estimate_time=1053), batch("inprogress"), batch("done")]
 
-    with pytest.raises(type(error)):
-        driver.run(wait_for_batch(plan(), logger), [batch("inprogress"), error, batch("done")])
+    run(AtScale(clock, *answers))
 
-    assert len(driver.polled_at) == 2
+    assert messages(caplog) == [
+        "AtScale batch b-1 is inprogress after 2m 00s (estimate: 1.1s)",
+        "AtScale batch b-1 is done after 4m 00s (estimate: 1.1s)",
+    ]
 
 
 def test_a_resumed_wait_polls_at_once_and_does_not_log_again_what_was_seen_before(
-    clock: FakeClock, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from datetime import datetime, timezone
-
     # The triggerer restarted 10 s after the poll at START + 180; the batch started at START + 100.
+    began = plan()
     clock.time = START + 190
-    began = datetime.fromtimestamp(START + 100, tz=timezone.utc)
-    driver = Driver(clock)
+    atscale = AtScale(clock, batch("inprogress", start_time=at(100)), batch("done", end_time=at(230)))
 
-    with caplog.at_level(logging.INFO, logger="tests.waiting"):
-        event = driver.run(
-            wait_for_batch(plan(), logger, resumed=True),
-            [
-                batch("inprogress", start_time=began),
-                batch("done", end_time=datetime.fromtimestamp(START + 230, tz=timezone.utc)),
-            ],
-        )
+    result = run(atscale, began, resumed=True)
 
-    assert event.outcome is Outcome.SUCCEEDED
-    assert driver.polled_at == [START + 190, START + 240], "at once, then back on the schedule"
-    logged = [record.getMessage() for record in caplog.records]
-    assert not any("is inprogress" in m for m in logged), "the trigger before the restart logged it"
-    assert any("is done after" in m for m in logged)
+    assert result.outcome is Outcome.SUCCEEDED
+    assert atscale.polled_at == after(190, 240), "at once, then back on the schedule"
+    assert [m.split(" after ")[0] for m in messages(caplog)] == ["AtScale batch b-1 is done"]
 
 
 def test_a_resumed_wait_logs_a_status_that_began_after_the_restart(
-    clock: FakeClock, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from datetime import datetime, timezone
-
+    began = plan(last_status="inprogress")
     clock.time = START + 190
-    began = datetime.fromtimestamp(START + 400, tz=timezone.utc)
-    driver = Driver(clock)
+    atscale = AtScale(clock, batch("inprogress"), batch("done", end_time=at(400)))
 
-    with caplog.at_level(logging.INFO, logger="tests.waiting"):
-        driver.run(
-            wait_for_batch(plan(last_status="inprogress"), logger, resumed=True),
-            [batch("inprogress"), batch("done", end_time=began)],
-        )
+    run(atscale, began, resumed=True)
 
-    assert sum("is done after" in record.getMessage() for record in caplog.records) == 1
+    assert [m.split(" after ")[0] for m in messages(caplog)] == ["AtScale batch b-1 is done"]
 
 
-def test_a_status_seen_again_is_not_logged_again(
-    clock: FakeClock, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+# Outages and errors
+
+
+@pytest.mark.parametrize("error", PASSING, ids=["no answer", "429", "503"])
+def test_an_outage_backs_off_to_the_poll_interval_and_is_logged_once_when_it_starts_and_ends(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, error: AtScaleError
 ) -> None:
-    driver = Driver(clock)
+    atscale = AtScale(
+        clock,
+        batch("inprogress"),
+        batch("inprogress"),
+        batch("done"),
+        outage=(START + 120, START + 300),
+        error=error,
+    )
 
-    with caplog.at_level(logging.INFO, logger="tests.waiting"):
-        driver.run(
-            wait_for_batch(plan(), logger),
-            [batch("new"), batch("inprogress"), batch("inprogress"), batch("done")],
-        )
+    result = run(atscale)
 
-    logged = [record.getMessage() for record in caplog.records]
-    assert [m.split(" after ")[0] for m in logged] == [
-        "AtScale batch b-1 is inprogress",
-        "AtScale batch b-1 is done",
+    assert result.outcome is Outcome.SUCCEEDED
+    assert atscale.polled_at == after(60, 120, 125, 135, 155, 195, 255, 315, 360)
+    outage = [m for m in messages(caplog) if "polls of batch b-1" in m]
+    assert outage == [
+        f"AtScale does not answer polls of batch b-1 ({error}); polling on until 2026-01-01 01:00:00 UTC, "
+        "at most every 1m 00s",
+        "AtScale answers polls of batch b-1 again, after 3m 15s",
     ]
-    assert logged[0] == "AtScale batch b-1 is inprogress after 2m 00s (estimate: not given)"
+
+
+def test_an_outage_that_lasts_past_the_deadline_times_out_saying_so(clock: FakeClock) -> None:
+    atscale = AtScale(clock, batch("inprogress"), outage=(START + 120, math.inf))
+
+    result = run(atscale, plan(timeout=300))
+
+    assert result.outcome is Outcome.TIMED_OUT
+    assert atscale.polled_at[-1] == START + 300, "polling on to the deadline"
+    assert result.message.endswith(f"AtScale had not answered its polls for 3m 00s: {UNAVAILABLE}")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        http_error(AtScaleBadRequestError, 400),
+        AtScaleResponseError("not JSON", method="GET", path="/wapi", status_code=200),
+    ],
+)
+def test_an_error_that_stays_ends_the_wait_at_once_without_reading_the_connection(
+    clock: FakeClock, error: AtScaleError
+) -> None:
+    atscale = AtScale(clock, batch("inprogress"), error, batch("done"))
+
+    with pytest.raises(type(error)):
+        run(atscale)
+
+    assert len(atscale.polled_at) == 2
+    assert atscale.reconnected_at == []
+
+
+# Reading the connection again
+
+
+@pytest.mark.parametrize("error", [REFUSED, NOT_FOUND], ids=["401", "404"])
+def test_a_refused_token_or_unknown_batch_ends_the_wait_when_the_connection_is_unchanged(
+    clock: FakeClock, error: AtScaleError
+) -> None:
+    atscale = AtScale(clock, batch("inprogress"), error, batch("done"))
+
+    with pytest.raises(type(error)):
+        run(atscale)
+
+    assert atscale.polled_at == after(60, 120)
+    assert atscale.reconnected_at == after(120), "read before giving up"
+
+
+@pytest.mark.parametrize(
+    "error", [REFUSED, NOT_FOUND, NO_ANSWER, UNAVAILABLE], ids=["401", "404", "no answer", "503"]
+)
+def test_a_failed_poll_with_a_changed_connection_polls_again_at_once_and_goes_on(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, error: AtScaleError
+) -> None:
+    atscale = AtScale(clock, batch("inprogress"), error, batch("done"), changed=True)
+
+    result = run(atscale)
+
+    assert result.outcome is Outcome.SUCCEEDED
+    assert atscale.polled_at == after(60, 120, 120)
+    assert atscale.reconnected_at == after(120)
+    assert "Polling AtScale batch b-1 with the connection as it is now" in messages(caplog)
+    assert not any("does not answer" in m for m in messages(caplog)), "no outage"
+
+
+def test_a_poll_refused_again_after_a_changed_connection_ends_the_wait(clock: FakeClock) -> None:
+    atscale = AtScale(clock, REFUSED, changed=True)
+
+    with pytest.raises(AtScaleAuthError):
+        run(atscale)
+
+    assert atscale.polled_at == after(60, 60), "one re-read of the connection per poll"
+
+
+def test_a_long_outage_reads_the_connection_when_it_starts_then_every_five_minutes(clock: FakeClock) -> None:
+    atscale = AtScale(clock, batch("done"), outage=(START + 60, START + 60 + 20 * 60))
+
+    run(atscale)
+
+    assert len(atscale.polled_at) > 20
+    assert atscale.reconnected_at[0] == START + 60, "when the outage starts"
+    assert len(atscale.reconnected_at) == 1 + 3
+    gaps = [b - a for a, b in zip(atscale.reconnected_at, atscale.reconnected_at[1:], strict=False)]
+    assert all(gap >= RECONNECT_EVERY for gap in gaps)
+
+
+def test_a_wait_whose_polls_succeed_never_reads_the_connection(clock: FakeClock) -> None:
+    atscale = AtScale(clock, batch("new"), batch("inprogress"), batch("inprogress"), batch("done"))
+
+    run(atscale)
+
+    assert atscale.reconnected_at == []
+
+
+# The plan
+
+
+def test_a_wait_on_a_worker_polls_first_exactly_one_interval_after_it_starts(clock: FakeClock) -> None:
+    assert plan() == WaitPlan("b-1", 60.0, START + 3600, 3600.0, START, START + 60, "new")
+
+
+def test_deferred_waits_poll_first_in_the_second_half_of_the_interval_at_points_set_by_their_batch(
+    clock: FakeClock,
+) -> None:
+    offsets = [plan(f"batch-{i}", deferred=True).first_poll_at - START for i in range(50)]
+
+    assert all(30.0 <= offset <= 60.0 for offset in offsets)
+    assert len({round(offset) for offset in offsets}) > 10, "waits deferred together do not poll in lock-step"
+
+
+def test_a_deferred_wait_rebuilt_later_from_its_arguments_keeps_its_schedule(clock: FakeClock) -> None:
+    first = plan(deferred=True)
+    clock.time += 1000
+
+    rebuilt = plan(deferred=True, started_at=first.started_at, deadline=first.deadline)
+
+    assert rebuilt == first
+
+
+# The result, as a trigger event
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        WaitResult(Outcome.SUCCEEDED, "b-1", AggregateBatch.from_api(batch_object(status="done")), "done"),
+        WaitResult(Outcome.FAILED, "b-1", AggregateBatch.from_api(batch_object(status="failed")), "failed"),
+        WaitResult(Outcome.UNKNOWN_STATUS, "b-1", AggregateBatch.from_api(batch_object(status="x")), ""),
+        WaitResult(Outcome.TIMED_OUT, "b-1", batch("inprogress", create_date=at(0)), "late"),
+        WaitResult(Outcome.TIMED_OUT, "b-1", None, "late, never seen"),
+        WaitResult(Outcome.ERROR, "b-1", None, "HTTP 401"),
+    ],
+    ids=lambda result: f"{result.outcome.value}{'' if result.batch else ' without batch'}",
+)
+def test_a_result_round_trips_through_its_json_payload(result: WaitResult) -> None:
+    payload = json.loads(json.dumps(result.to_payload()))
+
+    assert WaitResult.from_payload(payload) == result
+    assert payload["batch"] == (result.batch.to_api() if result.batch else None)
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (None, "Expected an AtScale trigger event, got None: refusing to guess"),
+        ([], "refusing to guess"),
+        ({}, "Unknown AtScale trigger event outcome None"),
+        ({"outcome": "done", "batch_id": "b-1"}, "outcome 'done'"),
+        ({"outcome": "succeeded", "batch_id": "b-1", "batch": None}, "'succeeded' carries no batch"),
+        ({"outcome": "failed", "batch_id": "b-1"}, "'failed' carries no batch"),
+        ({"outcome": "error", "batch_id": 7, "batch": None}, "Malformed"),
+        ({"outcome": "error", "batch_id": "b-1", "batch": "done"}, "Malformed"),
+        ({"outcome": "succeeded", "batch_id": "b-1", "batch": {"status": "done"}}, "Malformed.*no id"),
+    ],
+)
+def test_a_missing_malformed_or_unknown_payload_is_refused(payload: Any, match: str) -> None:
+    with pytest.raises(AtScaleError, match=match):
+        WaitResult.from_payload(payload)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error"), [(Outcome.TIMED_OUT, AtScaleWaitTimeoutError), (Outcome.ERROR, AtScaleError)]
+)
+def test_a_wait_that_saw_no_end_raises_with_its_message(outcome: Outcome, error: type[AtScaleError]) -> None:
+    with pytest.raises(error, match="the reason"):
+        WaitResult(outcome, "b-1", batch("inprogress"), "the reason").batch_or_raise()
+
+
+# What a bad end says
+
+
+def aggregate(status: str, table: str, message: str | None = None) -> AggregateInstance:
+    return AggregateInstance(
+        id=f"i-{table}", status=status, table_name=table, table_schema="s", message=message
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "aggregates", "expected"),
+    [
+        ("failed", None, "'failed' (its aggregates could not be listed)"),
+        ("failed", [aggregate("active", "ok")], "'failed' (no aggregate reported a failure)"),
+        (
+            "archived",
+            [],
+            "'archived', which this provider does not know: not treating it as success "
+            "(no aggregate reported a failure)",
+        ),
+        (
+            "failed",
+            [aggregate("active", "ok"), aggregate("invalid", "a", "disk full"), aggregate("failed", "b")],
+            "'failed'. Failing aggregates:\n  - s.a (invalid): disk full\n  - s.b (failed)",
+        ),
+    ],
+)
+def test_failure_message_names_the_status_and_every_failing_aggregate(
+    status: str, aggregates: list[AggregateInstance] | None, expected: str
+) -> None:
+    head = "AtScale batch b-1 of model m ended in status "
+
+    assert failure_message(batch(status), aggregates) == head + expected
+
+
+def test_a_failed_batch_whose_aggregates_cannot_be_listed_still_fails_saying_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def read_aggregates(ref: object) -> list[AggregateInstance]:
+        raise UNAVAILABLE
+
+    with pytest.raises(AtScaleBuildFailedError, match="could not be listed") as excinfo:
+        raise_unless_succeeded(batch("failed"), SimpleNamespace(read_aggregates=read_aggregates), LOG)
+
+    assert excinfo.value.batch == batch("failed")
+    assert "Could not list the aggregates of AtScale batch b-1" in caplog.text

@@ -1,12 +1,8 @@
 """
-The ``atscale`` connection form for the Airflow versions that build it from hook methods.
-
-Airflow 3.2 and later read the form from :func:`airflow_provider_atscale.get_provider_info`
-(``conn-fields`` and ``ui-field-behaviour``) without importing the hook. Airflow 2.11, 3.0 and 3.1 call the
-hook class's ``get_connection_form_widgets`` and ``get_ui_field_behaviour`` instead, and only where the
-class itself defines them: they look in the class's own ``__dict__``, so methods inherited from a mixin are
-not seen. :func:`with_connection_form` puts both on the hook class, built from the provider info, so the
-form is declared once, in ``get_provider_info()``.
+The ``atscale`` connection form for Airflow 2.11, 3.0 and 3.1, which build it from the hook class's own
+``get_connection_form_widgets`` and ``get_ui_field_behaviour`` (Airflow 3.2 and later read it from
+``get_provider_info()``). :func:`with_connection_form` puts both on the hook class, built from the provider
+info, so the form is declared once.
 """
 
 from __future__ import annotations
@@ -21,14 +17,8 @@ HookClass = TypeVar("HookClass", bound=type)
 
 
 def with_connection_form(hook_class: HookClass) -> HookClass:
-    """
-    Class decorator: give the hook the connection form methods on Airflow versions that read them.
-
-    A no-op from Airflow 3.2, which reads the form from the provider info and warns about hooks that
-    still define the methods.
-
-    :param hook_class: the hook class, whose ``conn_type`` is ``atscale``.
-    """
+    """Class decorator: give the hook the form methods where Airflow reads them (a no-op from 3.2, which warns
+    about hooks that define them)."""
     if not AIRFLOW_V_3_2_PLUS:
         methods: dict[str, Callable[[type], dict[str, Any]]] = {
             "get_connection_form_widgets": connection_form_widgets,
@@ -40,13 +30,8 @@ def with_connection_form(hook_class: HookClass) -> HookClass:
 
 
 def connection_form_widgets(hook_class: type | None = None) -> dict[str, Any]:
-    """
-    The form's extra fields as WTForms fields, from the provider info's ``conn-fields``.
-
-    Imports Flask-AppBuilder, Flask-Babel and WTForms, which only the Airflow 2 webserver (or Airflow 3.0
-    and 3.1 with the FAB provider) has: Airflow calls this only there, and copes with their absence.
-
-    :param hook_class: the hook class, when called as its classmethod; unused.
+    """The form's extra fields as WTForms fields, from the provider info's ``conn-fields``. Airflow calls it
+    only where Flask-AppBuilder and WTForms are (the Airflow 2 webserver, 3.0 and 3.1 with the FAB provider).
     """
     return {name: _widget(spec) for name, spec in _connection_type_info()["conn-fields"].items()}
 
@@ -97,11 +82,7 @@ def _widget(spec: Mapping[str, Any]) -> Any:
 
 
 def ui_field_behaviour(hook_class: type | None = None) -> dict[str, Any]:
-    """
-    Hidden, relabelled and pre-filled standard fields, from the provider info's ``ui-field-behaviour``.
-
-    :param hook_class: the hook class, when called as its classmethod; unused.
-    """
+    """Hidden, relabelled and pre-filled standard fields, from the provider info's ``ui-field-behaviour``."""
     declared: Mapping[str, Any] = _connection_type_info()["ui-field-behaviour"]
     return {key.replace("-", "_"): value for key, value in declared.items()}
 

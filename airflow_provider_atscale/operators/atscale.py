@@ -7,26 +7,14 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_atscale import _clock
-from airflow_provider_atscale._batch_waiting import BatchWaiting
-from airflow_provider_atscale._compat import (
-    BaseOperator,
-    Context,
-    conf,
-    first_try_started_at,
-    try_number,
-    try_started_at,
-)
-from airflow_provider_atscale._validation import (
-    BuildRequest,
-    check_build_arguments,
-    check_one_of,
-    validate_positive_seconds,
-)
+from airflow.providers.common.compat.sdk import BaseOperator, Context, conf
+
+from airflow_provider_atscale._inputs import check_one_of, parse_seconds
+from airflow_provider_atscale.errors import AtScaleError
 
 if TYPE_CHECKING:
-    from airflow_provider_atscale._durable import BuildStore, Window
-    from airflow_provider_atscale.batches import AggregateBatch
+    from airflow_provider_atscale._inputs import BuildRequest
+    from airflow_provider_atscale.batches import AggregateBatch, AggregateInstance
     from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
 XCOM_CATALOG_ID = "catalog_id"
@@ -38,47 +26,36 @@ DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_TIMEOUT = timedelta(days=1).total_seconds()
 
 
-class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
+class AtScaleAggregateBuildOperator(BaseOperator):
     """
     Start a full or incremental build of an AtScale model's aggregates and wait for it to finish.
 
-    The batch id (XCom key ``batch_id``) and first status (``batch_status``) are pushed as soon as the
-    build starts, before any waiting. On success ``batch_status`` holds the final status and the task
-    returns the final batch object as AtScale sent it. A failed batch fails the task with every failing
-    aggregate's table and AtScale's message; a status this provider does not know fails it too (never
-    taken for success); running out of ``timeout`` fails it saying the build goes on in AtScale. Polls that
-    fail in a way that may pass (no answer, 429, 5xx) do not end the wait before ``timeout``.
-
-    A retried task resumes exactly its own build (``durable``): on Airflow 3.3 and later the build it
-    posted is recorded in the task instance's state store, and a later try waits on that batch (still
-    running), finishes with it (finished good), or starts a new build (finished bad). Without a record (an
-    older Airflow, or a worker lost between the POST and the record) a retry looks in batch history for a
-    running build of this model and build type created during this task instance's tries. A first try
-    always starts its own build, with its own overrides.
+    The batch id (XCom ``batch_id``) and first status (``batch_status``) are pushed as soon as the build
+    starts; on success ``batch_status`` holds the final status, the task returns the batch as AtScale sent it,
+    and the model's asset among ``outlets`` gets the build in its event's ``extra``. A failed batch fails the
+    task with every failing aggregate and AtScale's message; an unknown status fails it too; running out of
+    ``timeout`` fails it saying the build goes on in AtScale. Outages do not end the wait before ``timeout``,
+    and a connection edited in Airflow reaches it. A retry resumes the build its earlier try started
+    (``_durable.py``); a first try always starts its own.
 
     :param catalog_id: the catalog's id. Templated. Give it or ``catalog_name``.
     :param model_id: the model's id. Templated. Give it or ``model_name``.
     :param catalog_name: the catalog's name as AtScale shows it (``Sales Insights``), looked up in
         ``GET /v1/catalogs`` when the task runs. Templated.
-    :param model_name: the model's name (``Internet Sales``), looked up likewise in the catalog. Templated.
-        Names are matched as written; a name in another case only where exactly one catalog or model has it.
-        An unknown or ambiguous name fails the task before any build, without retries, listing the names
-        that exist. The ids, given or found, are pushed to XCom (``catalog_id``, ``model_id``).
+    :param model_name: the model's name (``Internet Sales``), looked up likewise. Templated. An unknown or
+        ambiguous name fails the task before any build, without retries. The ids are pushed to XCom.
     :param full_build: rebuild every aggregate (``True``) or build incrementally (``False``, the default).
         Templated: after rendering, a bool or ``"true"``/``"false"`` in any case.
-    :param grace_period_overrides: for incremental builds only, a mapping of dataset name to grace period,
-        a non-negative integer (``"30"`` is sent as ``30``). Templated: a dict whose values are templates,
-        one template rendering to a JSON object string, or a native dict under
-        ``render_template_as_native_obj=True``. AtScale applies overrides only where its
-        ``aggregate.batch.gracePeriodOverrides.enabled`` settings are on.
+    :param grace_period_overrides: for incremental builds only, dataset name to grace period, a non-negative
+        integer (``"30"`` is sent as ``30``). Templated: a dict of templates, one template rendering a JSON
+        object, or a native dict. AtScale applies them only where its grace-period override settings are on.
     :param atscale_conn_id: the ``atscale`` Airflow connection.
     :param wait_for_completion: wait for the batch to finish (default); if ``False``, return once started.
     :param poll_interval: seconds between status checks while waiting (default 60).
     :param timeout: seconds to wait for the batch before failing (default a day).
     :param deferrable: wait on the triggerer instead of a worker slot; default from Airflow's
         ``[operators] default_deferrable``.
-    :param durable: a retry resumes the build an earlier try of this task instance started instead of
-        starting another (default ``True``, Airflow's name for this behaviour); ``False``: every try posts.
+    :param durable: a retry resumes the build an earlier try started (default); ``False``: every try posts.
     """
 
     template_fields: Sequence[str] = (
@@ -120,13 +97,18 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
         self.grace_period_overrides = grace_period_overrides
         self.atscale_conn_id = atscale_conn_id
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = validate_positive_seconds("poll_interval", poll_interval)
-        self.timeout = validate_positive_seconds("timeout", timeout)
+        self.poll_interval = parse_seconds("poll_interval", poll_interval)
+        self.timeout = parse_seconds("timeout", timeout)
         self.deferrable = deferrable
         self.durable = durable
+        self.build: BuildRequest | None = None
+        """The checked build this run asked for."""
         self.batch_id: str | None = None
-        self.finished_batch: AggregateBatch | None = None
-        """The batch as the task last saw it, for lineage."""
+        self.batch: AggregateBatch | None = None
+        """The batch as the task last saw it, for assets, lineage and kill messages."""
+        self.failure: str | None = None
+        """Why the build failed, for lineage."""
+        self._aggregates: list[AggregateInstance] | None = None
 
     @cached_property
     def hook(self) -> AtScaleHook:
@@ -135,268 +117,189 @@ class AtScaleAggregateBuildOperator(BatchWaiting, BaseOperator):
 
         return AtScaleHook(atscale_conn_id=self.atscale_conn_id)
 
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_atscale._durable import own_batch
+        from airflow_provider_atscale.batches import BatchStatusClass
+
+        self.build = build = self.build_request()
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_CATALOG_ID, value=build.catalog_id)
+        ti.xcom_push(key=XCOM_MODEL_ID, value=build.model_id)
+        batch_id, batch = own_batch(
+            self.hook, build, context, self.log, durable=self.durable, waiting=self.wait_for_completion
+        )
+        self.batch_id = batch_id
+        ti.xcom_push(key=XCOM_BATCH_ID, value=batch_id)
+        finished = batch is not None and batch.status_class is not BatchStatusClass.IN_PROGRESS
+        if batch is not None and (finished or not self.wait_for_completion):
+            return self.complete(context, batch)
+        if batch is not None:
+            self.batch = batch
+            ti.xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
+        return self.complete(context, self.wait(batch_id, batch.status if batch is not None else None))
+
     def build_request(self) -> BuildRequest:
-        """
-        Check the rendered arguments (before any request), then find the ids of a catalog or model given by
-        name (``GET /v1/catalogs``): raises before any build is started.
-        """
-        full_build, overrides = check_build_arguments(self.full_build, self.grace_period_overrides)
+        """The rendered arguments checked once, before any request; names looked up in AtScale's catalogs."""
+        from airflow_provider_atscale._inputs import BuildRequest, parse_build_options, parse_id
+
+        if self.catalog_name is None and self.model_name is None:
+            return BuildRequest.parse(
+                catalog_id=self.catalog_id,
+                model_id=self.model_id,
+                full_build=self.full_build,
+                grace_period_overrides=self.grace_period_overrides,
+            )
+        full, overrides = parse_build_options(self.full_build, self.grace_period_overrides)
         catalog_id, model_id = self.hook.lookup_model(
             catalog_id=self.catalog_id,
             catalog_name=self.catalog_name,
             model_id=self.model_id,
             model_name=self.model_name,
         )
-        if self.catalog_name is not None or self.model_name is not None:
-            self.log.info(
-                "AtScale model %r of catalog %r: model id %s, catalog id %s",
-                self.model_name or model_id,
-                self.catalog_name or catalog_id,
-                model_id,
-                catalog_id,
-            )
-        return BuildRequest.checked(
-            catalog_id=catalog_id,
-            model_id=model_id,
-            full_build=full_build,
-            grace_period_overrides=overrides,
+        self.log.info(
+            "AtScale model %r of catalog %r: model id %s, catalog id %s",
+            self.model_name or model_id,
+            self.catalog_name or catalog_id,
+            model_id,
+            catalog_id,
+        )
+        return BuildRequest(
+            parse_id("catalog_id", catalog_id), parse_id("model_id", model_id), full, overrides
         )
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_atscale._durable import BuildStore
-        from airflow_provider_atscale._waiting import outcome_of
+    def wait(self, batch_id: str, last_status: str | None) -> AggregateBatch:
+        """Wait on this worker for the batch to finish, or defer to the triggerer (see execute_complete)."""
+        from airflow_provider_atscale._inputs import BatchRef
+        from airflow_provider_atscale._waiting import WaitPlan, wait_here
 
-        request = self.build_request()
-        context["ti"].xcom_push(key=XCOM_CATALOG_ID, value=request.catalog_id)
-        context["ti"].xcom_push(key=XCOM_MODEL_ID, value=request.model_id)
-        store = BuildStore.of(context) if self.durable else None
-        batch_id, batch = self._own_batch(context, request, store)
-        self.batch_id = batch_id
-        context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch_id)
-        if batch is not None and (not self.wait_for_completion or outcome_of(batch) is not None):
-            return self.complete(context, batch)
-        if batch is not None:
-            context["ti"].xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
-        last_status = batch.status if batch is not None else None
-        finished = self.wait_until_done(
-            catalog_id=request.catalog_id,
-            model_id=request.model_id,
-            batch_id=batch_id,
+        assert self.build is not None
+        batch = BatchRef(self.build.catalog_id, self.build.model_id, batch_id)
+        plan = WaitPlan.make(
+            batch_id,
             poll_interval=self.poll_interval,
             timeout=self.timeout,
             last_status=last_status,
-            deferrable=self.deferrable,
+            deferred=self.deferrable,
         )
-        return self.complete(context, finished)
+        if not self.deferrable:
+            return wait_here(self.hook, batch, plan, self.log)
+        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
 
-    def start_build(self, request: BuildRequest, store: BuildStore | None = None) -> AggregateBatch:
-        """
-        Post the build and log one line about the new batch; with a store, record it before and after.
-
-        :param request: the checked build request.
-        :param store: the task instance's build record, where Airflow keeps one.
-        """
-        from airflow_provider_atscale._durable import BuildRecord
-
-        record = BuildRecord.posting(request)
-        if store is not None:
-            store.save(record)
-        batch = self.hook.trigger_aggregate_build(
-            request.catalog_id,
-            request.model_id,
-            full_build=request.full_build,
-            grace_period_overrides=request.grace_period_overrides,
-        )
-        if store is not None:
-            store.save(record.started(batch.id))
-        self.log.info(
-            "Started %s AtScale build of model %s in catalog %s: batch %s, status %s, estimate %s",
-            request.build_type,
-            request.model_id,
-            request.catalog_id,
-            batch.id,
-            batch.status,
-            batch.describe_estimate(),
-        )
-        return batch
+        trigger = AtScaleAggregateBatchTrigger.of_plan(self.atscale_conn_id, batch, plan)
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def complete(self, context: Context, batch: AggregateBatch) -> dict[str, Any]:
-        """
-        Finish with a batch: push its status, then return it, or fail if it ended badly.
+        """Finish with a batch (still running, without ``wait_for_completion``): push its status, fail if it
+        ended badly, else tell the outlets and return it."""
+        from airflow_provider_atscale._durable import finish
+        from airflow_provider_atscale.batches import BatchStatusClass
 
-        With ``wait_for_completion=False`` the batch may still run; the task is done with it all the same.
-        """
-        from airflow_provider_atscale._durable import BuildStore
-        from airflow_provider_atscale._waiting import raise_unless_succeeded
-
-        self.batch_id = batch.id
-        self.finished_batch = batch
+        self.batch_id, self.batch = batch.id, batch
         context["ti"].xcom_push(key=XCOM_BATCH_STATUS, value=batch.status)
         if self.wait_for_completion:
-            raise_unless_succeeded(batch, self.hook, self.log)
+            if batch.status_class is not BatchStatusClass.SUCCEEDED:
+                from airflow_provider_atscale._waiting import raise_unless_succeeded
+
+                try:
+                    raise_unless_succeeded(batch, self.hook, self.log)
+                except AtScaleError as error:
+                    self.failure = str(error)
+                    raise
             self.log.info("AtScale batch %s finished: %s", batch.id, batch.status)
-        store = BuildStore.of(context) if self.durable else None
-        record = store.load() if store is not None else None
-        if store is not None and record is not None and record.batch_id == batch.id:
-            # This run of the task is done with the batch: a later run (a clear) builds anew.
-            store.save(record.done())
+            self._tell_outlets(context, batch)
+        finish(context, batch.id, durable=self.durable)
         return batch.to_api()
 
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """
-        Resume after the trigger's event; refuses a missing or unknown event rather than guess success.
+    def _tell_outlets(self, context: Context, batch: AggregateBatch) -> None:
+        """Put the build in the ``extra`` of the asset event of each outlet that is this model's asset."""
+        from airflow_provider_atscale.assets import SCHEME, model_uri
 
-        :param context: the task context.
-        :param event: the trigger event's payload.
-        """
-        return self.complete(context, self.batch_from_event(event))
+        outlets = [o for o in self.outlets or [] if str(getattr(o, "uri", "")).startswith(f"{SCHEME}://")]
+        if not outlets:
+            return
+        host = self.hook.settings.base_url
+        ours = {model_uri(host, batch.catalog_id, batch.model_id)}
+        if self.catalog_name is not None and self.model_name is not None:
+            ours.add(model_uri(host, catalog_name=self.catalog_name, model_name=self.model_name))
+        extra: dict[str, Any] = {
+            "batch_id": batch.id,
+            "build_type": self._build_type(batch),
+            "status": batch.status,
+            "aggregate_tables": [aggregate.table for aggregate in self.aggregates() if aggregate.is_built],
+        }
+        for outlet in outlets:
+            if outlet.uri in ours:
+                context["outlet_events"][outlet].extra = extra
+            else:
+                self.log.warning(
+                    "Outlet %s is not the asset of model %s at %s: its event carries no build details",
+                    outlet.uri,
+                    batch.model_id,
+                    host,
+                )
+
+    def aggregates(self) -> list[AggregateInstance]:
+        """The batch's aggregate instances, listed once (for assets and lineage); none if they cannot be."""
+        from airflow_provider_atscale._inputs import BatchRef
+
+        if self._aggregates is None and self.batch is not None:
+            batch = self.batch
+            try:
+                self._aggregates = self.hook.read_aggregates(
+                    BatchRef(batch.catalog_id, batch.model_id, batch.id)
+                )
+            except AtScaleError as error:
+                self.log.warning("Could not list the aggregates of AtScale batch %s: %s", batch.id, error)
+                self._aggregates = []
+        return self._aggregates or []
+
+    def _build_type(self, batch: AggregateBatch) -> str:
+        if batch.is_full_build is None and self.build is not None:
+            return self.build.build_type
+        return batch.build_type
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume with the trigger's event; a missing or unknown event is refused, never taken for success."""
+        from airflow_provider_atscale._waiting import WaitResult
+
+        result = WaitResult.from_payload(event)
+        self.batch = result.batch or self.batch
+        try:
+            batch = result.batch_or_raise()
+        except AtScaleError as error:
+            self.failure = str(error)
+            raise
+        return self.complete(context, batch)
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """Lineage when the task starts (called only by the OpenLineage provider): the model, as the input."""
+        return self._lineage()
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """
-        Lineage for OpenLineage (called only by apache-airflow-providers-openlineage): one output dataset per
-        aggregate table the batch built, and a run facet with the batch id, build type and final status.
+        """Lineage of a finished build: the model, each aggregate table built, the batch (``_lineage.py``)."""
+        return self._lineage(self.aggregates())
 
-        :param task_instance: the finished task instance (unused: the operator kept its batch).
-        """
-        from airflow.providers.openlineage.extractors import OperatorLineage
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """Lineage of a failed build or wait: the model, the batch as last seen, and why it failed."""
+        return self._lineage(error=self.failure)
 
-        from airflow_provider_atscale._lineage import aggregate_build_lineage
+    def _lineage(self, aggregates: list[AggregateInstance] | None = None, error: str | None = None) -> Any:
+        from airflow_provider_atscale._lineage import build_lineage
 
-        batch = self.finished_batch
-        if batch is None:
-            return OperatorLineage()
-        full_build = batch.is_full_build
-        if full_build is None:
-            full_build = check_build_arguments(self.full_build, self.grace_period_overrides)[0]
-        return aggregate_build_lineage(self.hook, batch, full_build=full_build)
+        batch = self.batch
+        if batch is not None:
+            model = (batch.catalog_id, batch.model_id)
+        else:
+            model = (str(self.catalog_id or self.catalog_name), str(self.model_id or self.model_name))
+        build_type = self._build_type(batch) if batch is not None else "unknown"
+        return build_lineage(
+            self.hook.settings, model, batch, build_type=build_type, aggregates=aggregates or (), error=error
+        )
 
     def on_kill(self) -> None:
         """AtScale's API cannot cancel a batch: say so, with the batch id, so nobody assumes it stopped."""
         if self.batch_id:
             self.log.warning(
-                "Task killed; AtScale batch %s goes on running in AtScale (the API has no cancel call)",
+                "Task killed; AtScale has no API to cancel a build: batch %s continues in AtScale",
                 self.batch_id,
             )
-
-    def _own_batch(
-        self, context: Context, request: BuildRequest, store: BuildStore | None
-    ) -> tuple[str, AggregateBatch | None]:
-        """
-        The batch this try follows: one an earlier try started, where it can be told, else a new build.
-
-        :return: the batch id, and the batch (``None`` when its status could not be read just now).
-        """
-        from airflow_provider_atscale._durable import BuildRecord, adoption_window
-
-        if self.durable:
-            record = store.load() if store is not None else None
-            if record is not None and not record.finished:
-                if not record.asks_for(request):
-                    self.log.warning(
-                        "An earlier try of this task asked for %s (batch %s); this one asks for %s: starting "
-                        "a new build",
-                        record.describe(),
-                        record.batch_id or "unknown",
-                        BuildRecord.posting(request).describe(),
-                    )
-                elif record.batch_id is not None:
-                    resumed = self._resume(request, record.batch_id)
-                    if resumed is not None:
-                        return resumed
-                else:
-                    # The worker was lost between the POST and the record of its answer.
-                    window = adoption_window(
-                        record.posting_at,
-                        try_started_at(context) or _clock.now(),
-                        "after an earlier try of this task posted a build and was lost before recording "
-                        "AtScale's answer",
-                    )
-                    if (found := self._find_own_batch(request, window)) is not None:
-                        return found.id, found
-            elif (
-                store is None
-                and try_number(context) > 1
-                and (found := self._find_from_retry(context, request))
-            ):
-                return found.id, found
-        batch = self.start_build(request, store)
-        return batch.id, batch
-
-    def _resume(self, request: BuildRequest, batch_id: str) -> tuple[str, AggregateBatch | None] | None:
-        """The recorded batch to go on with, or ``None`` to start a new build (saying why)."""
-        from airflow_provider_atscale._waiting import Outcome, is_passing, outcome_of
-        from airflow_provider_atscale.errors import AtScaleError, AtScaleNotFoundError
-
-        try:
-            batch = self.hook.get_aggregate_batch(request.catalog_id, request.model_id, batch_id)
-        except AtScaleNotFoundError as error:
-            self.log.warning(
-                "AtScale batch %s, which an earlier try of this task started, cannot be found (%s): starting "
-                "a new build",
-                batch_id,
-                error,
-            )
-            return None
-        except AtScaleError as error:
-            if not is_passing(error) or not self.wait_for_completion:
-                raise
-            self.log.warning(
-                "Resuming AtScale batch %s, which an earlier try of this task started; its status cannot be "
-                "read now (%s), so waiting on it",
-                batch_id,
-                error,
-            )
-            return batch_id, None
-        outcome = outcome_of(batch)
-        if outcome is None:
-            self.log.info(
-                "Resuming AtScale batch %s (%s), which an earlier try of this task started: no new build",
-                batch.id,
-                batch.status,
-            )
-        elif outcome is Outcome.SUCCEEDED:
-            self.log.info(
-                "AtScale batch %s, which an earlier try of this task started, finished %s: no new build",
-                batch.id,
-                batch.status,
-            )
-        else:
-            self.log.warning(
-                "AtScale batch %s, which an earlier try of this task started, ended %s: starting a new build",
-                batch.id,
-                batch.status,
-            )
-            return None
-        return batch.id, batch
-
-    def _find_from_retry(self, context: Context, request: BuildRequest) -> AggregateBatch | None:
-        """Where Airflow keeps no record: look for the build in the window of this task instance's tries."""
-        from airflow_provider_atscale._durable import adoption_window
-
-        first = first_try_started_at(context)
-        if first is None:
-            return None
-        since, what = first
-        window = adoption_window(since, try_started_at(context) or _clock.now(), f"since {what}")
-        return self._find_own_batch(request, window)
-
-    def _find_own_batch(self, request: BuildRequest, window: Window) -> AggregateBatch | None:
-        batch = self.hook.find_running_batch(
-            request.catalog_id,
-            request.model_id,
-            full_build=request.full_build,
-            created_since=window.since,
-            created_until=window.until,
-        )
-        if batch is not None:
-            self.log.warning(
-                "Resuming AtScale batch %s (%s, created %s): %s of model %s created %s, taken for the build "
-                "an earlier try of this task started; no new build",
-                batch.id,
-                batch.status,
-                batch.create_date,
-                request.describe_build_type(),
-                request.model_id,
-                window.why,
-            )
-        return batch

@@ -6,28 +6,29 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_atscale import _clock
-from airflow_provider_atscale._batch_waiting import BatchWaiting
-from airflow_provider_atscale._compat import BaseSensorOperator, Context, conf
-from airflow_provider_atscale._validation import check_one_of, validate_id, validate_positive_seconds
+from airflow.providers.common.compat.sdk import BaseSensorOperator, Context, conf
+
+from airflow_provider_atscale._inputs import check_one_of, parse_seconds
 
 if TYPE_CHECKING:
+    from airflow_provider_atscale._inputs import BatchRef
+    from airflow_provider_atscale._waiting import Wait
     from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
 
-class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
+class AtScaleAggregateBatchSensor(BaseSensorOperator):
     """
     Wait until an AtScale batch finishes; a failed batch fails the sensor at once.
 
-    Succeeds when the batch reaches a finished-good status (``done``, ``success``, ``active``) and returns
-    the batch object. A failed status, or one this provider does not know, fails the sensor immediately
-    with every failing aggregate's table and AtScale's message, instead of poking until the timeout. A poke
-    that fails in a way that may pass (no answer, 429, 5xx) counts as "not yet": the outage is logged when
-    it starts and when it ends, and only the sensor's ``timeout`` ends the wait.
+    Succeeds when the batch finishes good (``done``, ``success``, ``active``) and returns it; a failed or
+    unknown status fails the sensor at once, naming every failing aggregate and AtScale's message. Each poke
+    is one poll of the operator's waiting loop: an outage counts as "not yet" (logged when it starts and
+    ends), a connection edited in Airflow reaches the next poke, and only the sensor's ``timeout`` ends the
+    wait.
 
     :param catalog_id: the catalog's id. Templated. Give it or ``catalog_name``.
     :param model_id: the model's id. Templated. Give it or ``model_name``.
-    :param catalog_name: the catalog's name, looked up when the sensor runs (as the operator does). Templated.
+    :param catalog_name: the catalog's name, looked up as the operator does. Templated.
     :param model_name: the model's name, looked up likewise. Templated.
     :param batch_id: the batch to wait on. Templated, e.g.
         ``"{{ ti.xcom_pull(task_ids='build', key='batch_id') }}"``.
@@ -61,18 +62,8 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
         self.batch_id = batch_id
         self.atscale_conn_id = atscale_conn_id
         self.deferrable = deferrable
-        validate_positive_seconds("poke_interval", self.poke_interval)
-        self._outage_since: float | None = None
-
-    @cached_property
-    def model_ids(self) -> tuple[str, str]:
-        """The catalog and model ids, given or found by name (``GET /v1/catalogs``), once per task run."""
-        return self.hook.lookup_model(
-            catalog_id=self.catalog_id,
-            catalog_name=self.catalog_name,
-            model_id=self.model_id,
-            model_name=self.model_name,
-        )
+        parse_seconds("poke_interval", self.poke_interval)
+        self._wait: Wait | None = None
 
     @cached_property
     def hook(self) -> AtScaleHook:
@@ -81,63 +72,74 @@ class AtScaleAggregateBatchSensor(BatchWaiting, BaseSensorOperator):
 
         return AtScaleHook(atscale_conn_id=self.atscale_conn_id)
 
+    @cached_property
+    def batch(self) -> BatchRef:
+        """The batch waited on, checked; its catalog and model as given, or found by name."""
+        from airflow_provider_atscale._inputs import BatchRef, parse_id
+
+        parse_id("batch_id", self.batch_id)  # before a name is looked up
+        catalog_id, model_id = self.hook.lookup_model(
+            catalog_id=self.catalog_id,
+            catalog_name=self.catalog_name,
+            model_id=self.model_id,
+            model_name=self.model_name,
+        )
+        return BatchRef.parse(catalog_id=catalog_id, model_id=model_id, batch_id=self.batch_id)
+
     def execute(self, context: Context) -> Any:
-        validate_id("batch_id", self.batch_id)
-        catalog_id, model_id = self.model_ids  # names looked up, bad ids refused: before any deferral
+        batch = self.batch  # names looked up, bad ids refused: before any deferral
         if not self.deferrable:
             return super().execute(context)
-        self.wait_until_done(
-            catalog_id=catalog_id,
-            model_id=model_id,
-            batch_id=self.batch_id,
+        from airflow_provider_atscale._waiting import WaitPlan
+        from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
+
+        plan = WaitPlan.make(
+            batch.batch_id,
             poll_interval=float(self.poke_interval),
             timeout=float(self.timeout),
             last_status=None,
-            deferrable=True,
+            deferred=True,
         )
+        trigger = AtScaleAggregateBatchTrigger.of_plan(self.atscale_conn_id, batch, plan)
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def poke(self, context: Context) -> Any:
-        from airflow_provider_atscale._compat import PokeReturnValue
-        from airflow_provider_atscale._waiting import is_passing, outcome_of, raise_unless_succeeded
-        from airflow_provider_atscale.batches import format_duration
-        from airflow_provider_atscale.errors import AtScaleError
+        import asyncio
 
-        try:
-            batch = self.hook.get_aggregate_batch(*self.model_ids, self.batch_id)
-        except AtScaleError as error:
-            if not is_passing(error):
-                raise
-            if self._outage_since is None:
-                self._outage_since = _clock.now()
-                self.log.warning(
-                    "AtScale does not answer pokes of batch %s (%s); poking on until the sensor's timeout",
-                    self.batch_id,
-                    error,
-                )
-            return False
-        if self._outage_since is not None:
-            self.log.warning(
-                "AtScale answers pokes of batch %s again, after %s",
-                self.batch_id,
-                format_duration(_clock.now() - self._outage_since),
+        from airflow_provider_atscale._waiting import Wait, WaitPlan
+
+        if self._wait is None:
+            plan = WaitPlan.make(
+                self.batch.batch_id,
+                poll_interval=float(self.poke_interval),
+                timeout=float(self.timeout),
+                last_status=None,
+                deferred=False,
             )
-            self._outage_since = None
-        self.log.info("AtScale batch %s is %s", batch.id, batch.status)
-        if outcome_of(batch) is None:
+            self._wait = Wait(plan, self._poll, self._reconnect, self.log)
+        result = asyncio.run(self._wait.step())
+        if result is None:
             return False
-        raise_unless_succeeded(batch, self.hook, self.log)
-        return PokeReturnValue(is_done=True, xcom_value=batch.to_api())
+        return self.finish(result.batch_or_raise())
 
-    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """
-        Resume after the trigger's event; refuses a missing or unknown event rather than guess success.
+    async def _poll(self) -> Any:
+        return self.hook.read_batch(self.batch)
 
-        :param context: the task context.
-        :param event: the trigger event's payload.
-        """
+    async def _reconnect(self) -> bool:
+        return self.hook.reconnect()
+
+    def finish(self, batch: Any) -> Any:
+        """Fail unless the batch succeeded (naming its failing aggregates); else return it as sent."""
+        from airflow.providers.common.compat.sdk import PokeReturnValue
+
         from airflow_provider_atscale._waiting import raise_unless_succeeded
 
-        batch = self.batch_from_event(event)
         raise_unless_succeeded(batch, self.hook, self.log)
         self.log.info("AtScale batch %s finished: %s", batch.id, batch.status)
-        return batch.to_api()
+        return PokeReturnValue(is_done=True, xcom_value=batch.to_api())
+
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
+        """Resume with the trigger's event; a missing or unknown event is refused, never taken for success."""
+        from airflow_provider_atscale._waiting import WaitResult
+
+        return self.finish(WaitResult.from_payload(event).batch_or_raise()).xcom_value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -10,22 +9,19 @@ from airflow_provider_atscale import _clock
 from airflow_provider_atscale._compat import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
+    from airflow_provider_atscale._inputs import BatchRef
     from airflow_provider_atscale._waiting import WaitPlan
-    from airflow_provider_atscale.batches import AggregateBatch
 
 
 class AtScaleAggregateBatchTrigger(BaseTrigger):
     """
     Poll an AtScale batch on the triggerer until it finishes or the deadline passes, then emit one event.
 
-    The event's payload names the outcome (``succeeded``, ``failed``, ``unknown_status``, ``timed_out``
-    or ``error``) and carries the batch as last seen. The deadline is enforced here rather than by
-    ``defer(timeout=...)``, so the task's ``execute_complete`` always runs and can say what happened. Polls
-    that fail in a way that may pass (no answer, 429, 5xx) do not end the wait before the deadline (see
-    :func:`~airflow_provider_atscale._waiting.wait_for_batch`, the loop the worker-side wait runs too).
-
-    One HTTP client is opened per trigger and reused for every poll; every argument is plain JSON, so the
-    trigger survives a triggerer restart (it is rebuilt from :meth:`serialize`).
+    The event names the outcome (``succeeded``, ``failed``, ``unknown_status``, ``timed_out``, ``error``) and
+    carries the batch as last seen; the deadline is enforced here, so ``execute_complete`` always says what
+    happened. Outages do not end the wait, and a connection edited in Airflow reaches it (the loop is
+    :class:`~airflow_provider_atscale._waiting.Wait`, which workers run too). Every argument is plain JSON: a
+    trigger survives a triggerer restart. The triggers of one triggerer share one HTTP connection pool.
 
     :param atscale_conn_id: the ``atscale`` Airflow connection.
     :param catalog_id: the catalog's id.
@@ -62,6 +58,21 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
         self.started_at = float(started_at)
         self.last_status = last_status
 
+    @classmethod
+    def of_plan(cls, atscale_conn_id: str, batch: BatchRef, plan: WaitPlan) -> AtScaleAggregateBatchTrigger:
+        """The trigger that carries on a wait planned by a task (``WaitPlan.make(..., deferred=True)``)."""
+        return cls(
+            atscale_conn_id=atscale_conn_id,
+            catalog_id=batch.catalog_id,
+            model_id=batch.model_id,
+            batch_id=batch.batch_id,
+            poll_interval=plan.poll_interval,
+            deadline=plan.deadline,
+            timeout=plan.timeout,
+            started_at=plan.started_at,
+            last_status=plan.last_status,
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
@@ -78,52 +89,48 @@ class AtScaleAggregateBatchTrigger(BaseTrigger):
             },
         )
 
-    def first_poll_at(self) -> float:
-        """
-        When to poll first: within one interval of ``started_at``, at a point set by the batch id.
-
-        The task read the batch's status just before deferring, so polling at once would be a wasted
-        request. Triggers deferred together (mapped tasks, a busy hour) would poll in lock-step for ever
-        if each waited exactly one interval, so the first wait is spread over the second half of the
-        interval. The point depends only on the batch id, so a trigger rebuilt after a triggerer restart
-        keeps it and with it the whole poll schedule.
-        """
-        spread = zlib.crc32(self.batch_id.encode()) / 2**32
-        return self.started_at + self.poll_interval * (1.0 - 0.5 * spread)
-
     def plan(self) -> WaitPlan:
-        """This trigger's wait."""
+        """This trigger's wait (its first poll spread over the second half of its first interval)."""
         from airflow_provider_atscale._waiting import WaitPlan
 
-        return WaitPlan(
-            batch_id=self.batch_id,
+        return WaitPlan.make(
+            self.batch_id,
             poll_interval=self.poll_interval,
-            deadline=self.deadline,
             timeout=self.timeout,
-            started_at=self.started_at,
-            first_poll_at=self.first_poll_at(),
             last_status=self.last_status,
+            deferred=True,
+            started_at=self.started_at,
+            deadline=self.deadline,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_atscale._flow import adrive
-        from airflow_provider_atscale._waiting import Outcome, WaitEvent, wait_for_batch
+        from airflow_provider_atscale._inputs import BatchRef
+        from airflow_provider_atscale._waiting import Outcome, Wait, WaitResult
         from airflow_provider_atscale.errors import AtScaleError
         from airflow_provider_atscale.hooks.atscale import AtScaleHook
 
         hook = AtScaleHook(atscale_conn_id=self.atscale_conn_id)
+        batch = BatchRef(self.catalog_id, self.model_id, self.batch_id)  # checked by the task that deferred
         plan = self.plan()
         # Past its first poll, this trigger takes over from one a triggerer restart stopped (or it was
-        # picked up late): it polls at once, and leaves unlogged what the earlier one saw.
+        # picked up
+        # late): it polls at once, and leaves unlogged what the earlier one saw.
         resumed = _clock.now() > plan.first_poll_at
-
-        async def poll(_poll: object) -> AggregateBatch:
-            return await hook.aget_aggregate_batch(self.catalog_id, self.model_id, self.batch_id)
-
+        wait = Wait(plan, lambda: hook.aread_batch(batch), hook.areconnect, self.log, resumed=resumed)
         try:
-            event = await adrive(wait_for_batch(plan, self.log, resumed=resumed), poll)
+            result = await wait.run()
         except AtScaleError as error:
-            event = WaitEvent(Outcome.ERROR, self.batch_id, None, str(error))
+            result = WaitResult(Outcome.ERROR, self.batch_id, wait.last_seen, str(error))
         finally:
             await hook.aclose()
-        yield TriggerEvent(event.to_payload())  # type: ignore[no-untyped-call]
+        yield TriggerEvent(result.to_payload())  # type: ignore[no-untyped-call]
+
+    async def on_kill(self) -> None:
+        """
+        The task was killed while waiting (marked failed or succeeded, cleared): AtScale's API cannot cancel a
+        build, so say that the batch goes on. Airflow 3.3 and later call this; earlier versions do not.
+        """
+        self.log.warning(
+            "Task killed; AtScale has no API to cancel a build: batch %s continues in AtScale",
+            self.batch_id,
+        )

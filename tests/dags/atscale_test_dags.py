@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
+from airflow_provider_atscale.assets import model_asset
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
 from tests.compat import DAG
 
@@ -67,9 +69,18 @@ for deferrable in (False, True):
             deferrable=deferrable,
         )
 
+FAILING_MODEL = model_asset(
+    os.environ.get("ATSCALE_URL", "https://atscale.test"), catalog_id=CATALOG_ID, model_id=FAILING_MODEL_ID
+)
+
 with DAG("atscale_test_failing_model", schedule=None, start_date=START):
     AtScaleAggregateBuildOperator(
-        task_id="build", catalog_id=CATALOG_ID, model_id=FAILING_MODEL_ID, full_build=True, poll_interval=30
+        task_id="build",
+        catalog_id=CATALOG_ID,
+        model_id=FAILING_MODEL_ID,
+        full_build=True,
+        poll_interval=30,
+        outlets=[FAILING_MODEL],
     )
 
 with DAG("atscale_test_retry", schedule=None, start_date=START):
@@ -111,12 +122,20 @@ with DAG("atscale_test_beside_another_build", schedule=None, start_date=START):
     other >> ours
 
 with DAG("atscale_test_lineage", schedule=None, start_date=START):
-    # Run by `airflow dags test` in a process of its own, against an emulator whose builds take a second.
+    # Run by `airflow dags test` in a process of its own, against an emulator whose builds take a second:
+    # one build that succeeds, one that fails.
     AtScaleAggregateBuildOperator(
         task_id="build",
         catalog_name="Sales Insights",
         model_name="Internet Sales",
         full_build=True,
+        poll_interval=1,
+        timeout=120,
+    )
+    AtScaleAggregateBuildOperator(
+        task_id="failing_build",
+        catalog_id=CATALOG_ID,
+        model_id=FAILING_MODEL_ID,
         poll_interval=1,
         timeout=120,
     )

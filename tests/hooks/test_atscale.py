@@ -1,392 +1,407 @@
+"""The hook as its users meet it: the requests it sends, its connection, names, secrets (requests-mock)."""
+
 from __future__ import annotations
 
-import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import requests_mock as rm
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_atscale import __version__
-from airflow_provider_atscale.batches import AggregateBatch
 from airflow_provider_atscale.errors import (
-    AtScaleAuthError,
     AtScaleBadRequestError,
     AtScaleConfigurationError,
-    AtScaleError,
-    AtScaleHTTPError,
     AtScaleNotFoundError,
-    AtScaleRateLimitError,
-    AtScaleResponseError,
-    AtScaleServerError,
-    AtScaleTransportError,
 )
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
-from tests.compat import skip_on
-from tests.helpers import BASE_URL, CATALOG_ID, MODEL_ID, TOKEN, FakeClock, batch_object, connection_uri
+from tests.helpers import (
+    BASE_URL,
+    BATCH_ID,
+    CATALOG_ID,
+    CATALOGS_URL,
+    MODEL_ID,
+    TOKEN,
+    TOKEN_URL,
+    TRIGGER_URL,
+    FakeClock,
+    batch_object,
+    connection_uri,
+)
 
-# Airflow 3.0 and 3.1 drop such a connection while looking it up: the hook is told it does not exist.
-NOT_OBJECT = skip_on("3.0", "3.1", reason="a connection whose extra is no JSON object is not found")
-
-TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
-CATALOGS_URL = f"{BASE_URL}/v1/catalogs"
+CREATED = {"status_code": 201, "json": {"batch": batch_object(), "success": True}}
+CATALOGS = [
+    {
+        "id": CATALOG_ID,
+        "name": "Sales Insights",
+        "models": [
+            {"id": MODEL_ID, "name": "Internet Sales"},
+            {"id": "m-reseller", "name": "Reseller Sales"},
+            {"id": "m-returns-1", "name": "Returns"},
+            {"id": "m-returns-2", "name": "RETURNS"},
+        ],
+    },
+    {"id": "c-finance", "name": "Finance", "models": [{"id": "m-ledger", "name": "Ledger"}]},
+]
 
 
 @pytest.fixture(autouse=True)
-def _no_real_waits(fake_clock: FakeClock) -> FakeClock:
-    """Retries wait on the fake clock: no test here sleeps."""
-    return fake_clock
+def _exact_requests(monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock) -> None:
+    """No CA bundle from the environment (requests would put it in place of verify=True), no real waits."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
 
 
 @pytest.fixture
-def hook(atscale_conn: str, monkeypatch: pytest.MonkeyPatch) -> AtScaleHook:
-    # requests swaps verify=True for a CA bundle named in the environment; keep the assertions exact.
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+def hook(atscale_conn: str) -> AtScaleHook:
     return AtScaleHook(atscale_conn_id=atscale_conn)
 
 
-def created(batch: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"json": {"batch": batch or batch_object(), "success": True}, "status_code": 201}
+def use(monkeypatch: pytest.MonkeyPatch, **conn: Any) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(**conn))
 
 
-class TestTriggerRequest:
-    @pytest.mark.parametrize(("full_build", "expected_query"), [(True, "true"), (False, "false")])
-    def test_sends_exactly_the_documented_request(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker, full_build: bool, expected_query: str
-    ) -> None:
-        requests_mock.post(TRIGGER_URL, **created())
+# The requests
 
-        hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=full_build)
 
-        (request,) = requests_mock.request_history
-        assert request.method == "POST"
-        assert request.path == f"/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
-        assert request.qs == {"isfullbuild": [expected_query]}
-        assert f"isFullBuild={expected_query}" in request.url
-        assert request.headers["Authorization"] == f"Bearer {TOKEN}"
-        assert request.headers["Content-Type"] == "application/json"
-        assert request.headers["Accept"] == "application/json"
-        assert request.headers["User-Agent"] == f"airflow-provider-atscale/{__version__}"
-        assert request.json() == {"gracePeriodOverrides": {}}
-        assert request.timeout == 30.0
-        assert request.verify is True
+@pytest.mark.parametrize(
+    ("full_build", "overrides", "query", "body"),
+    [
+        (True, None, "true", {"gracePeriodOverrides": {}}),
+        (
+            "false",
+            {"factinternetsales": "30", "x": 0},
+            "false",
+            {"gracePeriodOverrides": {"factinternetsales": 30, "x": 0}},
+        ),
+    ],
+)
+def test_a_build_is_exactly_the_documented_request(
+    hook: AtScaleHook, requests_mock: rm.Mocker, full_build: Any, overrides: Any, query: str, body: Any
+) -> None:
+    requests_mock.post(TRIGGER_URL, **CREATED)
 
-    def test_sends_grace_period_overrides_as_integers(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker
-    ) -> None:
-        requests_mock.post(TRIGGER_URL, **created())
+    batch = hook.trigger_aggregate_build(
+        CATALOG_ID, MODEL_ID, full_build=full_build, grace_period_overrides=overrides
+    )
 
-        hook.trigger_aggregate_build(
-            CATALOG_ID, MODEL_ID, full_build=False, grace_period_overrides={"factinternetsales": "30", "x": 0}
-        )
+    (request,) = requests_mock.request_history
+    assert (request.method, request.url) == ("POST", f"{TRIGGER_URL}?isFullBuild={query}")
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["User-Agent"] == f"airflow-provider-atscale/{__version__}"
+    assert request.json() == body
+    assert (request.timeout, request.verify) == (30.0, True)
+    assert batch.to_api() == batch_object(), "the batch as AtScale sent it"
 
-        assert requests_mock.last_request.json() == {
-            "gracePeriodOverrides": {"factinternetsales": 30, "x": 0}
-        }
 
-    def test_returns_the_batch_as_atscale_sent_it(self, hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
-        requests_mock.post(TRIGGER_URL, **created())
+@pytest.mark.parametrize("verify", ["bundle", False])
+def test_each_request_carries_the_connections_timeout_and_tls_setting_over_the_environments(
+    monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, tmp_path: Path, verify: str | bool
+) -> None:
+    # Set per request: requests lets REQUESTS_CA_BUNDLE override a session's verify, never a request's.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
+    (bundle := tmp_path / "ca.pem").write_text("not read by the mock")
+    use(monkeypatch, verify=str(bundle) if verify else False, timeout="7.5")
+    requests_mock.get(CATALOGS_URL, json=[])
 
-        batch = hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
+    AtScaleHook().list_catalogs()
 
-        assert isinstance(batch, AggregateBatch)
-        assert batch.id == "5b9f7a1e-1111-4222-8333-944455556666"
-        assert batch.status == "new"
-        assert batch.to_api() == batch_object()
+    assert (requests_mock.last_request.timeout, requests_mock.last_request.verify) == (
+        7.5,
+        verify and str(bundle),
+    )
 
-    def test_keeps_a_proxy_path_prefix_and_the_port(
-        self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker
-    ) -> None:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_ATSCALE_PROXY",
-            json.dumps(
-                {"conn_type": "atscale", "host": "atscale.test/engine/", "port": 8443, "password": TOKEN}
-            ),
-        )
-        url = f"https://atscale.test:8443/engine/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
-        requests_mock.post(url, **created())
 
-        AtScaleHook("atscale_proxy").trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=True)
+def test_one_session_serves_every_call_until_closed(hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.get(CATALOGS_URL, json=[])
 
-        assert requests_mock.last_request.url == f"{url}?isFullBuild=true"
+    hook.list_catalogs()
+    session = hook.get_conn()
+    hook.list_catalogs()
+    assert hook.get_conn() is session
+    hook.close()
+    hook.close()
 
-    def test_uses_the_connection_timeout_and_ca_bundle(
-        self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, tmp_path: Any
-    ) -> None:
-        bundle = tmp_path / "ca.pem"
-        bundle.write_text("not read by the mock")
-        monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(verify=str(bundle), timeout="7.5"))
-        requests_mock.post(TRIGGER_URL, **created())
+    assert hook.get_conn() is not session
 
-        AtScaleHook().trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
 
-        assert requests_mock.last_request.timeout == 7.5
-        assert requests_mock.last_request.verify == str(bundle)
+# Input
 
-    def test_reuses_one_session_for_every_call(self, hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
-        requests_mock.post(TRIGGER_URL, **created())
-        requests_mock.get(CATALOGS_URL, json=[])
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda hook: hook.trigger_aggregate_build("", MODEL_ID, full_build=False),
+        lambda hook: hook.trigger_aggregate_build(CATALOG_ID, "a/b", full_build=False),
+        lambda hook: hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build="yes"),
+        lambda hook: hook.trigger_aggregate_build(
+            CATALOG_ID, MODEL_ID, full_build=True, grace_period_overrides={"s": 3}
+        ),
+        lambda hook: hook.get_aggregate_batch(CATALOG_ID, MODEL_ID, "a b"),
+        lambda hook: hook.list_batch_aggregates(CATALOG_ID, None, BATCH_ID),
+        lambda hook: hook.find_running_batch(CATALOG_ID, "m?", full_build=False, created_since=None),
+        lambda hook: hook.lookup_model(model_id=MODEL_ID),
+        lambda hook: hook.lookup_model(catalog_id=CATALOG_ID, catalog_name="Sales", model_id=MODEL_ID),
+        lambda hook: hook.lookup_model(catalog_id=CATALOG_ID, model_name="  "),
+        lambda hook: AtScaleHook("atscale_bad").list_catalogs(),
+        lambda hook: AtScaleHook("atscale_missing").list_catalogs(),
+    ],
+)
+def test_bad_input_is_refused_before_any_request(
+    hook: AtScaleHook, requests_mock: rm.Mocker, monkeypatch: pytest.MonkeyPatch, call: Any
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_BAD", connection_uri(timeout=-1))
+
+    with pytest.raises(AtScaleConfigurationError) as excinfo:
+        call(hook)
+
+    assert requests_mock.call_count == 0
+    assert isinstance(excinfo.value, AirflowFailException), "the same input fails again: no Airflow retries"
+
+
+def test_an_unknown_connection_id_is_named_with_how_to_create_it(requests_mock: rm.Mocker) -> None:
+    with pytest.raises(AtScaleConfigurationError) as excinfo:
+        AtScaleHook("atscale_missing").reconnect()
+
+    assert str(excinfo.value) == (
+        "atscale_conn_id 'atscale_missing' names no Airflow connection: create it under Admin > Connections "
+        "(type AtScale) or set AIRFLOW_CONN_ATSCALE_MISSING"
+    )
+
+
+# Errors
+
+
+@pytest.mark.parametrize(
+    ("catalogs", "hint"),
+    [
+        (
+            {"json": CATALOGS},
+            f"[models of catalog {CATALOG_ID}: {MODEL_ID} (Internet Sales), m-reseller (Reseller Sales),",
+        ),
+        (
+            {"json": CATALOGS[1:]},
+            f"[catalog {CATALOG_ID} is not among the catalogs this token sees: c-finance (Finance)]",
+        ),
+        ({"status_code": 500}, "[the list of known catalogs could not be read]"),
+    ],
+)
+def test_an_unknown_model_is_a_not_found_error_listing_what_the_token_sees(
+    hook: AtScaleHook,
+    monkeypatch: pytest.MonkeyPatch,
+    requests_mock: rm.Mocker,
+    catalogs: dict[str, Any],
+    hint: str,
+) -> None:
+    use(monkeypatch, max_retries=0)
+    requests_mock.post(TRIGGER_URL, status_code=404, json={"message": "model not found"})
+    requests_mock.get(CATALOGS_URL, **catalogs)
+
+    with pytest.raises(AtScaleNotFoundError) as excinfo:
         hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-        session = hook.get_conn()
+
+    assert str(excinfo.value).startswith(
+        f"AtScale POST {TRIGGER_URL[len(BASE_URL) :]} failed with HTTP 404: model not found {hint}"
+    )
+    assert (excinfo.value.http_status, excinfo.value.atscale_message) == (404, "model not found")
+
+
+def test_the_connection_test_counts_the_catalogs_or_says_what_failed(
+    hook: AtScaleHook, requests_mock: rm.Mocker
+) -> None:
+    requests_mock.get(
+        CATALOGS_URL,
+        [{"json": [{"id": "c1"}, {"id": "c2"}]}, {"status_code": 401, "json": {"message": "Invalid token"}}],
+    )
+
+    assert hook.test_connection() == (
+        True,
+        "Connected to AtScale at https://atscale.test: 2 catalog(s) visible",
+    )
+    ok, message = hook.test_connection()
+    assert not ok
+    assert message.startswith(
+        "AtScale GET /v1/catalogs failed with HTTP 401: Invalid token (connection 'atscale_default'"
+    )
+
+
+# Secrets
+
+
+def test_the_token_is_in_no_repr_error_or_log_line(
+    hook: AtScaleHook, requests_mock: rm.Mocker, caplog: pytest.LogCaptureFixture
+) -> None:
+    echoed = {"message": f"bad token {TOKEN}"}
+    requests_mock.get(
+        CATALOGS_URL, [{"status_code": 503, "json": echoed}, {"status_code": 400, "json": echoed}]
+    )
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(AtScaleBadRequestError) as excinfo:
         hook.list_catalogs()
-        hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=True)
 
-        assert hook.get_conn() is session
-        assert requests_mock.call_count == 3
+    assert "bad token ***" in caplog.text, "the retry was logged, scrubbed"
+    for text in (repr(hook), repr(hook.settings), str(excinfo.value), caplog.text):
+        assert TOKEN not in text
 
 
-class TestErrors:
-    @pytest.fixture
-    def hook(self, monkeypatch: pytest.MonkeyPatch) -> AtScaleHook:
-        """Without retries: these tests are about how each answer maps to an error."""
-        monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(max_retries=0))
-        return AtScaleHook()
+def test_each_secret_is_registered_with_the_masker_once_per_process(
+    atscale_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_atscale.hooks import atscale
 
-    @pytest.mark.parametrize(
-        ("status", "error_class"),
-        [
-            (400, AtScaleBadRequestError),
-            (401, AtScaleAuthError),
-            (403, AtScaleAuthError),
-            (404, AtScaleNotFoundError),
-            (409, AtScaleHTTPError),
-            (429, AtScaleRateLimitError),
-            (500, AtScaleServerError),
-            (503, AtScaleServerError),
-        ],
+    registered: list[str] = []
+    monkeypatch.setattr(atscale, "_masked", set())
+    monkeypatch.setattr(atscale, "mask_secret", registered.append)
+
+    for _ in range(3):
+        AtScaleHook().reconnect()
+
+    assert registered == [TOKEN], "a triggerer builds a hook per trigger; registering costs milliseconds"
+
+
+def test_the_token_is_masked_in_airflows_logs(hook: AtScaleHook) -> None:
+    from tests.compat import redact
+
+    hook.reconnect()
+
+    assert redact(f"the token is {TOKEN}") == "the token is ***"
+
+
+# Catalogs and models by name
+
+
+@pytest.mark.parametrize(
+    ("names", "ids", "requests"),
+    [
+        ({"catalog_name": "Sales Insights", "model_name": "Internet Sales"}, (CATALOG_ID, MODEL_ID), 1),
+        # Another case is taken where only one has the name so...
+        ({"catalog_name": "sales insights", "model_name": "reseller sales"}, (CATALOG_ID, "m-reseller"), 1),
+        # ...and the name as written wins over others in another case.
+        ({"catalog_id": CATALOG_ID, "model_name": "RETURNS"}, (CATALOG_ID, "m-returns-2"), 1),
+        ({"catalog_name": "Finance", "model_id": "m-given"}, ("c-finance", "m-given"), 1),
+        ({"catalog_id": "c-given", "model_id": "m-given"}, ("c-given", "m-given"), 0),
+    ],
+)
+def test_names_are_looked_up_in_one_request_ids_given_back_as_they_are(
+    hook: AtScaleHook, requests_mock: rm.Mocker, names: dict[str, str], ids: tuple[str, str], requests: int
+) -> None:
+    requests_mock.get(CATALOGS_URL, json=CATALOGS)
+
+    assert hook.lookup_model(**names) == ids
+    assert requests_mock.call_count == requests
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (
+            {"catalog_name": "Sales Insights", "model_name": "returns"},
+            "2 models are named 'returns' among the models of catalog 'Sales Insights' (m-returns-1, "
+            "m-returns-2): name it by model_id instead",
+        ),
+        (
+            {"catalog_name": "Sales Insights", "model_name": "Web Sales"},
+            "no model named 'Web Sales' among the models of catalog 'Sales Insights': 'Internet Sales', "
+            "'RETURNS', 'Reseller Sales', 'Returns'",
+        ),
+        (
+            {"catalog_name": "Sales", "model_id": MODEL_ID},
+            "no catalog named 'Sales' among the catalogs this token sees: 'Finance', 'Sales Insights'",
+        ),
+        (
+            {"catalog_id": "c-nope", "model_name": "Ledger"},
+            f"catalog_id 'c-nope' is not among the catalogs this token sees: {CATALOG_ID} (Sales Insights), "
+            "c-finance (Finance)",
+        ),
+    ],
+)
+def test_a_name_matching_no_catalog_or_model_or_several_is_refused_listing_the_names(
+    hook: AtScaleHook, requests_mock: rm.Mocker, names: dict[str, str], message: str
+) -> None:
+    requests_mock.get(CATALOGS_URL, json=CATALOGS)
+
+    with pytest.raises(AtScaleConfigurationError) as excinfo:
+        hook.lookup_model(**names)
+
+    assert str(excinfo.value) == message
+
+
+# A changed connection
+
+
+@pytest.mark.parametrize(
+    ("change", "url", "authorization"),
+    [
+        ({"host": "https://moved.test"}, "https://moved.test/v1/catalogs", f"Bearer {TOKEN}"),
+        ({"password": "rotated-token"}, CATALOGS_URL, "Bearer rotated-token"),
+    ],
+    ids=["host", "token"],
+)
+def test_reconnect_says_whether_the_connection_changed_and_the_next_request_uses_it(
+    hook: AtScaleHook,
+    monkeypatch: pytest.MonkeyPatch,
+    requests_mock: rm.Mocker,
+    caplog: pytest.LogCaptureFixture,
+    change: dict[str, str],
+    url: str,
+    authorization: str,
+) -> None:
+    requests_mock.get(CATALOGS_URL, json=[])
+    requests_mock.get("https://moved.test/v1/catalogs", json=[])
+    hook.list_catalogs()
+
+    assert hook.reconnect() is False
+    use(monkeypatch, **change)
+    with caplog.at_level(logging.WARNING):
+        assert hook.reconnect() is True
+    assert hook.reconnect() is False
+    hook.list_catalogs()
+
+    assert (requests_mock.last_request.url, requests_mock.last_request.headers["Authorization"]) == (
+        url,
+        authorization,
     )
-    def test_each_status_maps_to_its_error_with_atscale_message(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker, status: int, error_class: type[AtScaleHTTPError]
-    ) -> None:
-        body = {"success": False, "error": {"code": status, "message": f"AtScale says no ({status})"}}
-        requests_mock.post(TRIGGER_URL, status_code=status, json=body)
-        requests_mock.get(CATALOGS_URL, json=[])
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"Connection 'atscale_default' changed (now {change.get('host', BASE_URL)}, auth_type token): "
+        "using it from now on"
+    ]
 
-        with pytest.raises(error_class) as excinfo:
-            hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
 
-        error = excinfo.value
-        assert type(error) is error_class
-        assert isinstance(error, AtScaleError)
-        assert error.http_status == status
-        assert error.method == "POST"
-        assert error.atscale_message == f"AtScale says no ({status})"
-        message = str(error)
-        assert f"POST /v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}" in message
-        assert f"HTTP {status}" in message
-        assert f"AtScale says no ({status})" in message
-        assert TOKEN not in message
-
-    @pytest.mark.parametrize(
-        ("body", "expected"),
-        [
-            ({"message": "plain message"}, "plain message"),
-            ({"error": "invalid_grant", "error_description": "bad password"}, "bad password"),
-            ({"errors": [{"message": "first"}, {"message": "second"}]}, "first; second"),
-            ({"detail": "from a proxy"}, "from a proxy"),
-        ],
+def test_a_rotated_api_token_is_exchanged_anew_after_reconnect(
+    monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker
+) -> None:
+    use(monkeypatch, auth_type="token_exchange")
+    requests_mock.post(
+        TOKEN_URL, [{"json": {"accessToken": "access-1"}}, {"json": {"accessToken": "access-2"}}]
     )
-    def test_finds_atscale_error_text_in_each_known_body_shape(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker, body: dict[str, Any], expected: str
-    ) -> None:
-        requests_mock.post(TRIGGER_URL, status_code=400, json=body)
+    requests_mock.get(CATALOGS_URL, json=[])
+    hook = AtScaleHook()
+    hook.list_catalogs()
 
-        with pytest.raises(AtScaleBadRequestError) as excinfo:
-            hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
+    use(monkeypatch, auth_type="token_exchange", password="rotated-token")
+    assert hook.reconnect() is True
+    hook.list_catalogs()
 
-        assert excinfo.value.atscale_message == expected
-
-    def test_a_non_json_error_body_is_quoted(self, hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
-        requests_mock.post(TRIGGER_URL, status_code=502, text="<html>Bad Gateway</html>")
-
-        with pytest.raises(AtScaleServerError, match="Bad Gateway"):
-            hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-
-    def test_a_token_echoed_by_the_server_is_scrubbed(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker
-    ) -> None:
-        requests_mock.post(TRIGGER_URL, status_code=401, json={"message": f"token {TOKEN} expired"})
-
-        with pytest.raises(AtScaleAuthError) as excinfo:
-            hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-
-        assert TOKEN not in str(excinfo.value)
-        assert "token *** expired" in str(excinfo.value)
-
-    def test_not_found_lists_the_models_of_the_catalog(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker
-    ) -> None:
-        requests_mock.post(TRIGGER_URL, status_code=404, json={"message": "model not found"})
-        requests_mock.get(
-            CATALOGS_URL,
-            json=[{"id": CATALOG_ID, "name": "Sales", "models": [{"id": "m-1", "name": "Internet Sales"}]}],
-        )
-
-        with pytest.raises(AtScaleNotFoundError) as excinfo:
-            hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-
-        assert "model not found" in str(excinfo.value)
-        assert "m-1 (Internet Sales)" in str(excinfo.value)
-        assert excinfo.value.http_status == 404
-
-    @pytest.mark.parametrize(
-        ("response", "match"),
-        [
-            ({"status_code": 201, "text": "not json"}, "not JSON"),
-            ({"status_code": 201, "json": {"success": True}}, "without a valid batch"),
-            ({"status_code": 201, "json": {"batch": {"status": "new"}, "success": True}}, "no id"),
-            ({"status_code": 200, "json": {"success": False, "message": "busy"}}, '"success": false: busy'),
-        ],
-    )
-    def test_malformed_or_unsuccessful_answers_raise_response_error(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker, response: dict[str, Any], match: str
-    ) -> None:
-        requests_mock.post(TRIGGER_URL, **response)
-
-        with pytest.raises(AtScaleResponseError, match=match):
-            hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-
-    def test_no_answer_raises_transport_error(self, hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
-        requests_mock.post(TRIGGER_URL, exc=requests.ConnectTimeout("connect timed out"))
-
-        with pytest.raises(AtScaleTransportError, match=r"got no answer from https://atscale\.test"):
-            hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
+    assert [(r.path, r.headers["Authorization"]) for r in requests_mock.request_history] == [
+        ("/v1/token", f"Bearer {TOKEN}"),
+        ("/v1/catalogs", "Bearer access-1"),
+        ("/v1/token", "Bearer rotated-token"),
+        ("/v1/catalogs", "Bearer access-2"),
+    ]
 
 
-class TestBadInputIsRejectedBeforeAnyRequest:
-    @pytest.mark.parametrize(
-        ("kwargs", "match"),
-        [
-            ({"catalog_id": ""}, "catalog_id must be a non-empty string id"),
-            ({"model_id": ""}, "model_id must be a non-empty string id"),
-            ({"model_id": None}, "model_id must be a non-empty string id, got None"),
-            ({"model_id": "a/b"}, "model_id must be an AtScale id without whitespace, slashes"),
-            ({"catalog_id": "a b"}, "catalog_id must be an AtScale id"),
-            ({"full_build": "yes"}, "full_build must be True, False, 'true' or 'false', got 'yes'"),
-            ({"grace_period_overrides": {"sales": -1}}, r"grace_period_overrides\['sales'\]"),
-            ({"grace_period_overrides": {"sales": True}}, "must be a non-negative integer, got True"),
-            ({"grace_period_overrides": {"": 3}}, "keys must be non-empty dataset names"),
-            ({"grace_period_overrides": [1, 2]}, "got list"),
-            ({"full_build": True, "grace_period_overrides": {"sales": 3}}, "incremental builds only"),
-        ],
-    )
-    def test_bad_argument(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker, kwargs: dict[str, Any], match: str
-    ) -> None:
-        arguments: dict[str, Any] = {"catalog_id": CATALOG_ID, "model_id": MODEL_ID, "full_build": False}
-        arguments.update(kwargs)
+def test_a_hook_reads_its_connection_when_it_starts(
+    atscale_conn: str, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker
+) -> None:
+    requests_mock.get(CATALOGS_URL, json=[])
+    requests_mock.get("https://moved.test/v1/catalogs", json=[])
 
-        with pytest.raises(AtScaleConfigurationError, match=match):
-            hook.trigger_aggregate_build(arguments.pop("catalog_id"), arguments.pop("model_id"), **arguments)
+    AtScaleHook().list_catalogs()
+    use(monkeypatch, host="https://moved.test")
+    AtScaleHook().list_catalogs()
 
-        assert requests_mock.call_count == 0
-
-    @pytest.mark.parametrize(
-        ("conn", "match"),
-        [
-            ({"host": ""}, "has no host"),
-            ({"host": "ftp://atscale.test"}, "host must be an http"),
-            ({"host": "https://"}, "host must be an http"),
-            ({"host": "https://atscale.test?x=1"}, "host must be an http"),
-            ({"host": "atscale test"}, "host must be an http"),
-            ({"password": None}, "has no API token"),
-            pytest.param({"extra": "{not json"}, "extra must be a JSON object", marks=NOT_OBJECT),
-            pytest.param({"extra": "[1]"}, "extra must be a JSON object, got list", marks=NOT_OBJECT),
-            ({"extra": {"verify": "maybe"}}, "extra 'verify' must be true, false or the path"),
-            ({"extra": {"timeout": -1}}, "extra 'timeout' must be a positive number of seconds, got -1"),
-            ({"extra": {"timeout": "soon"}}, "got 'soon'"),
-            ({"extra": {"timeout": True}}, "got True"),
-            (
-                {"extra": {"lineage_namespaces": ["snowflake://a"]}},
-                "extra 'lineage_namespaces' must map AtScale connection ids to OpenLineage namespaces",
-            ),
-            (
-                {"extra": {"lineage_namespaces": {"wh": {"database": "DB"}}}},
-                "got {'database': 'DB'} for 'wh'",
-            ),
-            ({"extra": {"lineage_namespaces": "{not json"}}, "lineage_namespaces' must map"),
-        ],
-    )
-    def test_bad_connection(
-        self, monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker, conn: dict[str, Any], match: str
-    ) -> None:
-        definition: dict[str, Any] = {"conn_type": "atscale", "host": BASE_URL, "password": TOKEN}
-        definition.update(conn)
-        if isinstance(definition.get("extra"), dict):
-            definition["extra"] = json.dumps(definition["extra"])
-        monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_BAD", json.dumps(definition))
-
-        with pytest.raises(AtScaleConfigurationError, match=match) as excinfo:
-            AtScaleHook("atscale_bad").trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-
-        assert "atscale_bad" in str(excinfo.value)
-        assert requests_mock.call_count == 0
-
-    def test_unknown_connection_id(self, requests_mock: rm.Mocker) -> None:
-        with pytest.raises(AtScaleConfigurationError, match="atscale_conn_id 'atscale_missing' names no"):
-            AtScaleHook("atscale_missing").trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-
-        assert requests_mock.call_count == 0
-
-
-class TestConnectionTest:
-    def test_success_counts_catalogs(self, hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
-        requests_mock.get(CATALOGS_URL, json=[{"id": "c1", "models": []}, {"id": "c2", "models": []}])
-
-        ok, message = hook.test_connection()
-
-        assert ok is True
-        assert message == "Connected to AtScale at https://atscale.test: 2 catalog(s) visible"
-        assert requests_mock.last_request.headers["Authorization"] == f"Bearer {TOKEN}"
-
-    def test_failure_reports_atscale_message(self, hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
-        requests_mock.get(CATALOGS_URL, status_code=401, json={"message": "Invalid token"})
-
-        ok, message = hook.test_connection()
-
-        assert ok is False
-        assert "HTTP 401: Invalid token" in message
-        assert TOKEN not in message
-
-
-class TestSecrets:
-    def test_token_is_absent_from_reprs_logs_and_errors(
-        self, hook: AtScaleHook, requests_mock: rm.Mocker, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        caplog.set_level(logging.DEBUG)
-        requests_mock.post(TRIGGER_URL, **created())
-        requests_mock.get(CATALOGS_URL, status_code=500, json={"message": "down"})
-
-        hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=False)
-        with pytest.raises(AtScaleServerError) as excinfo:
-            hook.list_catalogs()
-
-        assert TOKEN not in repr(hook)
-        assert TOKEN not in repr(hook.settings)
-        assert TOKEN not in str(excinfo.value)
-        assert TOKEN not in caplog.text
-        assert caplog.records, "the hook is expected to log its requests at debug level"
-
-    def test_each_secret_is_registered_once_per_process_however_many_hooks(
-        self, atscale_conn: str, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        from airflow_provider_atscale.hooks import atscale
-
-        registered: list[str] = []
-        monkeypatch.setattr(atscale, "_masked", set())
-        monkeypatch.setattr(atscale, "mask_secret", registered.append)
-
-        for _ in range(3):
-            AtScaleHook().settings  # noqa: B018 - reading the settings registers the token
-
-        assert registered == [TOKEN], "a triggerer builds a hook per trigger; registering costs milliseconds"
-
-    def test_token_is_registered_with_the_secret_masker(self, hook: AtScaleHook) -> None:
-        from tests.compat import redact
-
-        hook.settings  # noqa: B018 - reading the settings registers the token
-
-        assert redact(f"the token is {TOKEN}") == "the token is ***"
+    assert [r.netloc for r in requests_mock.request_history] == ["atscale.test", "moved.test"]

@@ -1,6 +1,6 @@
 """
-The two transports against a real HTTP server on 127.0.0.1 (the emulator): what each makes of no answer, and
-how each verifies TLS.
+The two transports against a real HTTP server on 127.0.0.1 (the emulator): what each makes of no answer, how
+each verifies TLS, the triggerer's shared aiohttp session, and the connection read anew.
 """
 
 from __future__ import annotations
@@ -8,17 +8,26 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+import certifi
 import pytest
 
+from airflow_provider_atscale._inputs import BatchRef
 from airflow_provider_atscale.emulator import DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, FaultConfig
 from airflow_provider_atscale.errors import AtScaleConfigurationError, AtScaleTransportError
-from airflow_provider_atscale.hooks.atscale import AtScaleHook, _ssl_context
+from airflow_provider_atscale.hooks import _http
+from airflow_provider_atscale.hooks.atscale import AtScaleHook
 from tests.helpers import connection_uri
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.emulator import EmulatorServer
+    from tests.helpers import DrivenClock
+
+BUILD_PATH = f"/v1/aggregates-batch/catalogs/{DEFAULT_CATALOG_ID}/models/{DEFAULT_MODEL_ID}"
+FIRST_ONLY = {"seed": 13}
+"""Faults at a rate of 0.5 drawn from seed 13 hit the first of the next four requests only."""
 
 
 def closed_port() -> int:
@@ -28,132 +37,205 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def use(monkeypatch: pytest.MonkeyPatch, url: str, token: str, **extra: object) -> AtScaleHook:
+def use(monkeypatch: pytest.MonkeyPatch, url: str, token: str = "t", **extra: object) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(host=url, password=token, **extra))
-    return AtScaleHook()
 
 
-def poll(hook: AtScaleHook, mode: str) -> None:
-    """Read a batch through the sync or the async transport."""
-    if mode == "sync":
-        hook.get_aggregate_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, "b-1")
-        return
+def on_a_loop(hook: AtScaleHook, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async call of the hook on an event loop of its own, as a triggerer would, closing after."""
 
-    async def apoll() -> None:
+    async def run() -> Any:
         try:
-            await hook.aget_aggregate_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, "b-1")
+            return await call()
         finally:
             await hook.aclose()
 
-    asyncio.run(apoll())
+    return asyncio.run(run())
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+def poll(hook: AtScaleHook, mode: str, batch_id: str = "b-1") -> Any:
+    """Read a batch through the sync or the async transport."""
+    if mode == "sync":
+        return hook.get_aggregate_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, batch_id)
+    return on_a_loop(hook, lambda: hook.aget_aggregate_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, batch_id))
+
+
+MODES = pytest.mark.parametrize("mode", ["sync", "async"])
+
+
+@MODES
 def test_a_refused_connection_is_a_transport_error_that_never_reached_atscale(
     monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, mode: str
 ) -> None:
-    hook = use(monkeypatch, f"http://127.0.0.1:{closed_port()}", "t", max_retries=0)
+    use(monkeypatch, f"http://127.0.0.1:{closed_port()}", max_retries=0)
 
     with pytest.raises(AtScaleTransportError, match=r"got no answer from http://127\.0\.0\.1") as excinfo:
-        poll(hook, mode)
+        poll(AtScaleHook(), mode)
 
     assert excinfo.value.connection_opened is False
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@MODES
 def test_a_connection_dropped_after_the_request_is_a_transport_error_that_may_have_reached_atscale(
     monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, mode: str
 ) -> None:
-    hook = use(monkeypatch, emulator.url, emulator.token, max_retries=0)
+    use(monkeypatch, emulator.url, emulator.token, max_retries=0)
     emulator.faults.configure(FaultConfig(rate_drop_after=1.0))
 
     with pytest.raises(AtScaleTransportError) as excinfo:
-        poll(hook, mode)
+        poll(AtScaleHook(), mode)
 
     assert excinfo.value.connection_opened is True
     assert excinfo.value.path == "/v1/aggregates/instances", "history failed first, then its fallback"
+    # Each request sent once: neither client may quietly send again what the flow did not ask for.
     assert [r.path for r in emulator.request_log.entries()] == ["/v1/token", "/v1/aggregates/instances"]
+
+
+def test_the_async_transport_waits_out_a_429_on_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    batch = emulator.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=False)
+    emulator.faults.configure(FaultConfig(**FIRST_ONLY, rate_429=0.5, retry_after=7))
+
+    assert poll(AtScaleHook(), "async", batch.id).id == batch.id
+
+    assert [(r.path, r.status) for r in emulator.request_log.entries()] == [
+        ("/v1/token", 429),
+        ("/v1/token", 200),
+        ("/wapi/p/aggregate/batch-history", 200),
+    ]
+    assert emulator_clock.sleeps == [7.0]
+
+
+def test_a_post_dropped_after_atscale_started_the_build_is_found_in_history_not_posted_again(
+    emulator: EmulatorServer,
+) -> None:
+    emulator.faults.configure(FaultConfig(**FIRST_ONLY, rate_drop_after=0.5))
+
+    batch = AtScaleHook().trigger_aggregate_build(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, full_build=False)
+
+    assert [(r.method, r.path, r.fault) for r in emulator.request_log.entries()] == [
+        ("POST", BUILD_PATH, "drop_after"),
+        ("POST", "/v1/token", None),
+        ("GET", "/wapi/p/aggregate/batch-history", None),
+    ]
+    assert [b.id for b in emulator.state.batches()] == [batch.id]
 
 
 def test_an_async_lookup_of_an_unknown_connection_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_ATSCALE_DEFAULT", raising=False)
 
     with pytest.raises(AtScaleConfigurationError, match="atscale_conn_id 'atscale_default' names no Airflow"):
-        asyncio.run(AtScaleHook().aget_aggregate_batch("c", "m", "b"))
+        poll(AtScaleHook(), "async")
 
 
-def test_a_ca_bundle_named_by_the_connection_is_what_the_async_client_trusts(tmp_path: object) -> None:
-    import certifi
-
-    context = _ssl_context(certifi.where())
-
-    assert isinstance(context, ssl.SSLContext)
-    assert context.verify_mode is ssl.CERT_REQUIRED
-    assert context.cert_store_stats()["x509_ca"] > 0, "the bundle's certificates are loaded"
-    assert _ssl_context(certifi.where()) is context, "built once per setting for the process"
-    assert _ssl_context(False).verify_mode is ssl.CERT_NONE
-
-
-def test_the_async_transport_uses_the_connections_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
-    import certifi
-
-    hook = use(monkeypatch, "https://atscale.test", "t", verify=certifi.where())
-
-    async def transport_context() -> object:
-        try:
-            return (await hook._async_transport())._ssl
-        finally:
-            await hook.aclose()
-
-    assert asyncio.run(transport_context()) is _ssl_context(certifi.where())
-
-
-def test_hooks_on_one_event_loop_share_one_session_closed_by_the_last(
+def test_areconnect_says_whether_the_connection_changed_and_the_next_request_uses_it(
     monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer
 ) -> None:
+    batch = emulator.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=False)
+    use(monkeypatch, f"http://127.0.0.1:{closed_port()}", emulator.token)
+    hook = AtScaleHook()
+
+    async def moved() -> tuple[bool, bool, bool, str]:
+        first, same = await hook.areconnect(), await hook.areconnect()
+        use(monkeypatch, emulator.url, emulator.token)
+        changed = await hook.areconnect()
+        return (
+            first,
+            same,
+            changed,
+            (await hook.aread_batch(BatchRef(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, batch.id))).id,
+        )
+
+    # The first read has nothing to differ from; the next request goes to the new host.
+    assert on_a_loop(hook, moved) == (False, False, True, batch.id)
+
+
+def test_an_async_hook_reads_its_connection_when_it_starts(
+    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer
+) -> None:
+    batch = emulator.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=False)
+    poll(AtScaleHook(), "async", batch.id)
+    port = closed_port()
+    use(monkeypatch, f"http://127.0.0.1:{port}", emulator.token, max_retries=0)
+
+    with pytest.raises(AtScaleTransportError, match=f"got no answer from http://127.0.0.1:{port}"):
+        poll(AtScaleHook(), "async")
+
+
+# TLS and the shared aiohttp session
+
+
+def test_each_verify_setting_has_one_tls_context_per_process() -> None:
+    bundle = _http.ssl_context(certifi.where())
+
+    assert bundle.verify_mode is ssl.CERT_REQUIRED
+    assert bundle.cert_store_stats()["x509_ca"] > 0, "the bundle's certificates are loaded"
+    assert _http.ssl_context(certifi.where()) is bundle
+    assert (_http.ssl_context(True).verify_mode, _http.ssl_context(True).check_hostname) == (
+        ssl.CERT_REQUIRED,
+        True,
+    )
+    assert (_http.ssl_context(False).verify_mode, _http.ssl_context(False).check_hostname) == (
+        ssl.CERT_NONE,
+        False,
+    )
+
+
+def test_the_async_transport_trusts_the_connections_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    use(monkeypatch, "https://atscale.test", verify=certifi.where())
+    hook = AtScaleHook()
+
+    async def context() -> Any:
+        return (await hook.aget_conn()).connector._ssl  # type: ignore[union-attr]
+
+    assert on_a_loop(hook, context) is _http.ssl_context(certifi.where())
+
+
+def test_hooks_on_one_event_loop_share_one_session_closed_by_the_last(emulator: EmulatorServer) -> None:
     first, second = AtScaleHook(), AtScaleHook()
 
-    async def sessions() -> tuple[object, object, bool, bool]:
+    async def sessions() -> tuple[bool, bool, bool]:
         one, two = await first.aget_conn(), await second.aget_conn()
         await first.aclose()
         still_open = not one.closed
         await second.aclose()
-        return one, two, still_open, one.closed
+        return one is two, still_open, one.closed
 
-    one, two, open_after_first, closed_after_last = asyncio.run(sessions())
-
-    assert one is two
-    assert open_after_first
-    assert closed_after_last
+    assert asyncio.run(sessions()) == (True, True, True)
 
 
-def test_async_hooks_of_one_connection_reuse_its_settings_for_a_while(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_shared_session_closed_under_a_hook_is_opened_anew(emulator: EmulatorServer) -> None:
+    hook = AtScaleHook()
+
+    async def sessions() -> tuple[bool, bool]:
+        closed = await hook.aget_conn()
+        await closed.close()
+        again = await hook.aget_conn()
+        return again is closed, again.closed
+
+    assert on_a_loop(hook, sessions) == (False, False)
+
+
+def test_the_replacement_of_a_closed_shared_session_is_closed_by_the_last_hook_only(
+    emulator: EmulatorServer,
 ) -> None:
-    from airflow_provider_atscale.hooks import atscale
+    first, second = AtScaleHook(), AtScaleHook()
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(host="https://atscale.test", password="t")
-    )
-    lookups: list[str] = []
-    original = AtScaleHook.aget_connection
-    now = [1000.0]
+    async def sessions() -> tuple[bool, bool]:
+        await (await first.aget_conn()).close()
+        replacement = await second.aget_conn()
+        await first.aget_conn()
+        await first.aclose()
+        open_after_first = not replacement.closed
+        await second.aclose()
+        return open_after_first, replacement.closed
 
-    async def counting(conn_id: str) -> object:
-        lookups.append(conn_id)
-        return await original(conn_id)
+    assert asyncio.run(sessions()) == (True, True)
 
-    monkeypatch.setattr(AtScaleHook, "aget_connection", staticmethod(counting))
-    monkeypatch.setattr(atscale.time, "monotonic", lambda: now[0])
 
-    async def settings_of_a_new_hook() -> object:
-        return await AtScaleHook().aget_settings()
+def test_counting_a_hook_out_of_a_loop_without_a_session_closes_nothing() -> None:
+    async def count_out() -> Any:
+        return _http.hold_session(True, -1)
 
-    first = asyncio.run(settings_of_a_new_hook())
-    second = asyncio.run(settings_of_a_new_hook())
-    now[0] += atscale.ASYNC_SETTINGS_REUSE_SECONDS
-    third = asyncio.run(settings_of_a_new_hook())
-
-    assert lookups == ["atscale_default", "atscale_default"], "one lookup serves the hooks of the next 30 s"
-    assert first is second
-    assert third is not first
+    assert asyncio.run(count_out()) is None

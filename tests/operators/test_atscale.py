@@ -1,60 +1,102 @@
+"""
+The build operator against the emulator: what it pushes and when, its arguments, waiting on the worker or
+deferred, names, the model's asset and lineage. Which batch a try follows is tests/test_durable.py's.
+"""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import contextlib
+from collections import defaultdict
+from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import requests_mock as rm
 
-from airflow_provider_atscale._durable import STORE_KEY
+from airflow_provider_atscale.assets import model_asset
+from airflow_provider_atscale.emulator import (
+    DEFAULT_CATALOG_ID,
+    DEFAULT_MODEL_ID,
+    FAILING_MODEL_ID,
+    SECOND_MODEL_ID,
+)
 from airflow_provider_atscale.errors import (
     AtScaleBuildFailedError,
     AtScaleConfigurationError,
     AtScaleError,
     AtScaleWaitTimeoutError,
 )
-from airflow_provider_atscale.operators import atscale as atscale_operator
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
 from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
-from tests.helpers import (
-    ACCESS_TOKEN,
-    BATCH_ID,
-    CATALOG_ID,
-    HISTORY_URL,
-    INSTANCES_URL,
-    MODEL_ID,
-    TOKEN,
-    TOKEN_URL,
-    TRIGGER_URL,
-    FakeClock,
-    FakeStateStore,
-    RecordingTaskInstance,
-    batch_object,
-    connection_uri,
-    history_page,
-    instance_object,
-)
+from tests.compat import DAG, TaskDeferred
+from tests.helpers import RecordingTaskInstance, batch_object
 
-DAG_RUN_START = datetime(2025, 2, 27, 9, 0, tzinfo=timezone.utc)
-IDS = {"catalog_id": [CATALOG_ID], "model_id": [MODEL_ID]}
-"""The XCom every run pushes first: the ids the build is of."""
+if TYPE_CHECKING:
+    from airflow_provider_atscale.emulator import AggregateDefinition, EmulatorServer, RecordedRequest
+    from tests.helpers import DrivenClock
+
+TRIGGER_PATH = "/v1/aggregates-batch/"
+BY_NAME = {
+    "catalog_id": None,
+    "model_id": None,
+    "catalog_name": "Sales Insights",
+    "model_name": "Internet Sales",
+}
+IDS = {"catalog_id": [DEFAULT_CATALOG_ID], "model_id": [DEFAULT_MODEL_ID]}
 
 
 def operator(**kwargs: Any) -> AtScaleAggregateBuildOperator:
     arguments: dict[str, Any] = {
         "task_id": "build",
-        "catalog_id": CATALOG_ID,
-        "model_id": MODEL_ID,
+        "catalog_id": DEFAULT_CATALOG_ID,
+        "model_id": DEFAULT_MODEL_ID,
         "poll_interval": 30,
         "deferrable": False,
     }
-    arguments.update(kwargs)
-    return AtScaleAggregateBuildOperator(**arguments)
+    return AtScaleAggregateBuildOperator(**{**arguments, **kwargs})
 
 
-def context() -> dict[str, Any]:
-    return {"ti": RecordingTaskInstance(), "dag_run": SimpleNamespace(start_date=DAG_RUN_START)}
+class TaskInstance(RecordingTaskInstance):
+    """Records each XCom push with the number of waits before it."""
+
+    def __init__(self, clock: DrivenClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.pushes: list[tuple[str, int]] = []
+
+    def xcom_push(self, key: str, value: object) -> None:
+        super().xcom_push(key, value)
+        self.pushes.append((key, len(self.clock.sleeps)))
+
+
+def context(clock: DrivenClock, **more: Any) -> dict[str, Any]:
+    """A task's context, with asset events as Airflow's: one per outlet, made on first use."""
+    return {
+        "ti": TaskInstance(clock),
+        "outlet_events": defaultdict(lambda: SimpleNamespace(extra=None)),
+        **more,
+    }
+
+
+def posts(emulator: EmulatorServer) -> list[RecordedRequest]:
+    return [
+        r for r in emulator.request_log.entries() if r.method == "POST" and r.path.startswith(TRIGGER_PATH)
+    ]
+
+
+def aggregates(emulator: EmulatorServer, model_id: str) -> tuple[AggregateDefinition, ...]:
+    """The aggregates the emulator builds for a model."""
+    return next(m.aggregates for c in emulator.config.catalogs for m in c.models if m.id == model_id)
+
+
+def failing_aggregates(emulator: EmulatorServer) -> list[str]:
+    """Each aggregate the emulator's failing model cannot build, with AtScale's reason."""
+    failing = [a for a in aggregates(emulator, FAILING_MODEL_ID) if a.failure_message]
+    return [f"atscale_aggs.{a.table_name} (invalid): {a.failure_message}" for a in failing]
+
+
+def built_tables(emulator: EmulatorServer) -> list[str]:
+    return [f"atscale_aggs.{a.table_name}" for a in aggregates(emulator, DEFAULT_MODEL_ID)]
 
 
 def task_log(capsys: pytest.CaptureFixture[str]) -> str:
@@ -63,549 +105,349 @@ def task_log(capsys: pytest.CaptureFixture[str]) -> str:
     return captured.out + captured.err
 
 
-def history(*statuses: str) -> list[dict[str, Any]]:
-    """Successive batch history answers in which the batch has each status in turn."""
-    return [{"json": history_page(batch_object(status=status))} for status in statuses]
+# Starting and waiting on the worker
 
 
-@pytest.fixture
-def atscale(atscale_conn: str, requests_mock: rm.Mocker) -> rm.Mocker:
-    """AtScale answers a trigger with a new batch; no other batch runs for the model."""
-    requests_mock.post(TRIGGER_URL, status_code=201, json={"batch": batch_object(), "success": True})
-    requests_mock.post(TOKEN_URL, json={"accessToken": ACCESS_TOKEN})
-    return requests_mock
+def test_pushes_ids_and_batch_before_waiting_and_the_final_status_at_the_end(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    ctx = context(emulator_clock)
+
+    result = operator().execute(ctx)
+
+    (batch,) = emulator.state.batches()
+    assert ctx["ti"].pushes == [
+        ("catalog_id", 0),
+        ("model_id", 0),
+        ("batch_id", 0),
+        ("batch_status", 0),
+        ("batch_status", 4),
+    ]
+    assert ctx["ti"].xcom == {**IDS, "batch_id": [batch.id], "batch_status": ["new", "done"]}
+    assert (result["id"], result["status"]) == (batch.id, "done")
 
 
-def posts(mock: rm.Mocker) -> int:
-    """Builds posted (token exchanges left out)."""
-    return sum(
-        1
-        for request in mock.request_history
-        if request.method == "POST" and "/aggregates-batch/" in request.path
+def test_without_waiting_returns_the_new_batch_after_one_request(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    ctx = context(emulator_clock)
+
+    result = operator(wait_for_completion=False).execute(ctx)
+
+    (batch,) = emulator.state.batches()
+    assert (result["id"], result["status"]) == (batch.id, "new")
+    assert ctx["ti"].xcom == {**IDS, "batch_id": [batch.id], "batch_status": ["new"]}
+    assert len(emulator.request_log.entries()) == 1
+
+
+@pytest.mark.parametrize(
+    ("native", "overrides"),
+    [
+        (False, {"factinternetsales": "{{ params.grace }}", "factresellersales": 0}),
+        (False, "{{ params.as_json }}"),
+        (True, "{{ params.as_dict }}"),
+    ],
+    ids=["dict of templates", "one template of a JSON object", "native dict"],
+)
+def test_each_templated_form_of_the_overrides_is_posted_as_integers(
+    emulator: EmulatorServer, emulator_clock: DrivenClock, native: bool, overrides: Any
+) -> None:
+    params = {
+        "grace": 30,
+        "as_json": '{"factinternetsales": 30, "factresellersales": "0"}',
+        "as_dict": {"factinternetsales": 30, "factresellersales": 0},
+    }
+    with DAG(
+        "templating", schedule=None, start_date=datetime(2025, 1, 1), render_template_as_native_obj=native
+    ):
+        task = operator(
+            grace_period_overrides=overrides, full_build="{{ 'FALSE' }}", wait_for_completion=False
+        )
+    ctx = context(emulator_clock, params=params)
+
+    task.render_template_fields(ctx)
+    task.execute(ctx)
+
+    (post,) = posts(emulator)
+    assert post.body == {"gracePeriodOverrides": {"factinternetsales": 30, "factresellersales": 0}}
+    assert post.query == {"isFullBuild": "false"}
+
+
+BAD_ARGUMENTS = [
+    {"catalog_id": ""},
+    {"model_id": "a/b"},
+    {"full_build": "maybe"},
+    {"grace_period_overrides": {"sales": -3}},
+    {"grace_period_overrides": '{"sales": '},
+    {"full_build": True, "grace_period_overrides": {"sales": 3}},
+    pytest.param({**BY_NAME, "full_build": "x"}, id="names, bad full_build"),
+    pytest.param({"model_id": None, "model_name": "  "}, id="blank model_name"),
+]
+
+
+@pytest.mark.parametrize("kwargs", BAD_ARGUMENTS)
+def test_bad_rendered_arguments_are_refused_before_any_request(
+    emulator: EmulatorServer, emulator_clock: DrivenClock, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(AtScaleConfigurationError):
+        operator(**kwargs).execute(context(emulator_clock))
+
+    assert emulator.request_log.entries() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"poll_interval": 0},
+        {"timeout": "a day"},
+        {"catalog_id": None},
+        {"model_name": "Internet Sales"},
+    ],
+    ids=["poll_interval", "timeout", "no catalog", "model by id and name"],
+)
+def test_bad_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(AtScaleConfigurationError):
+        operator(**kwargs)
+
+
+def test_a_failed_build_fails_naming_each_failing_aggregate_and_atscale_reason(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    ctx = context(emulator_clock)
+
+    with pytest.raises(AtScaleBuildFailedError) as excinfo:
+        operator(model_id=FAILING_MODEL_ID).execute(ctx)
+
+    assert all(message in str(excinfo.value) for message in failing_aggregates(emulator))
+    assert ctx["ti"].xcom["batch_status"] == ["new", "failed"]
+
+
+def test_a_build_that_outlasts_the_timeout_fails_saying_it_goes_on(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    with pytest.raises(AtScaleWaitTimeoutError) as excinfo:
+        operator(timeout=45).execute(context(emulator_clock))
+
+    (batch,) = emulator.state.batches()
+    assert excinfo.value.batch_id == batch.id
+    assert f"AtScale batch {batch.id} did not finish within 45s (last status: inprogress)" in str(
+        excinfo.value
     )
+    assert "goes on in AtScale" in str(excinfo.value)
 
 
-class TestStart:
-    def test_without_waiting_pushes_id_and_status_and_returns_the_batch(self, atscale: rm.Mocker) -> None:
-        ctx = context()
-
-        result = operator(wait_for_completion=False).execute(ctx)
-
-        assert result == batch_object()
-        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["new"]}
-        assert [r.method for r in atscale.request_history] == ["POST"], "a first try only posts"
-
-    def test_logs_one_line_with_everything_about_the_new_batch(
-        self, atscale: rm.Mocker, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        operator(wait_for_completion=False, full_build=True).execute(context())
-
-        logged = task_log(capsys)
-        assert logged.count("Started") == 1
-        assert (
-            f"Started full AtScale build of model {MODEL_ID} in catalog {CATALOG_ID}: batch {BATCH_ID}, "
-            "status new, estimate 1.1s"
-        ) in logged
-        assert TOKEN not in logged
-
-    @pytest.mark.parametrize(
-        ("kwargs", "match"),
-        [
-            ({"catalog_id": ""}, "catalog_id must be a non-empty string id"),
-            ({"model_id": " "}, "model_id must be an AtScale id without whitespace"),
-            ({"model_id": "a/b"}, "model_id must be an AtScale id"),
-            ({"full_build": "maybe"}, "full_build must be True, False, 'true' or 'false', got 'maybe'"),
-            ({"grace_period_overrides": {"sales": -3}}, "got -3"),
-            ({"grace_period_overrides": {"sales": "3.5"}}, "got '3.5'"),
-            ({"grace_period_overrides": '{"sales": '}, "JSON object string"),
-            ({"full_build": True, "grace_period_overrides": {"sales": 3}}, "incremental builds only"),
-            ({"full_build": "TRUE", "grace_period_overrides": '{"sales": 3}'}, "incremental builds only"),
-        ],
-    )
-    def test_bad_rendered_arguments_fail_before_any_request(
-        self, atscale: rm.Mocker, kwargs: dict[str, Any], match: str
-    ) -> None:
-        with pytest.raises(AtScaleConfigurationError, match=match):
-            operator(**kwargs).execute(context())
-
-        assert atscale.call_count == 0
-
-    @pytest.mark.parametrize(
-        ("kwargs", "match"),
-        [
-            ({"poll_interval": 0}, "poll_interval must be a positive number of seconds, got 0"),
-            ({"poll_interval": -5}, "got -5"),
-            ({"timeout": "a day"}, "timeout must be a positive number of seconds, got 'a day'"),
-            ({"timeout": True}, "got True"),
-        ],
-    )
-    def test_bad_waiting_arguments_fail_when_the_dag_is_parsed(
-        self, kwargs: dict[str, Any], match: str
-    ) -> None:
-        with pytest.raises(AtScaleConfigurationError, match=match):
-            operator(**kwargs)
-
-    def test_string_full_build_is_read_in_any_case(self, atscale: rm.Mocker) -> None:
-        operator(full_build="True", wait_for_completion=False).execute(context())
-
-        assert atscale.last_request.qs == {"isfullbuild": ["true"]}
+# Deferred
 
 
-class TestWaiting:
-    def test_polls_until_done_and_returns_the_final_batch(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        atscale.get(HISTORY_URL, [*history("inprogress", "inprogress", "done")])
-        ctx = context()
+def test_defers_with_the_trigger_of_its_wait_after_pushing_the_batch(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    ctx = context(emulator_clock)
 
-        result = operator().execute(ctx)
+    with pytest.raises(TaskDeferred) as excinfo:
+        operator(deferrable=True, timeout=3600).execute(ctx)
 
-        assert result["status"] == "done"
-        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["new", "done"]}
-        assert fake_clock.sleeps == [30, 30, 30]
-        assert [r.method for r in atscale.request_history] == ["POST", "POST", "GET", "GET", "GET"], (
-            "the build, the token exchange for history, one poll per interval"
-        )
-        assert posts(atscale) == 1
-
-    def test_each_status_change_is_logged_once_with_elapsed_time_and_estimate(
-        self, atscale: rm.Mocker, fake_clock: FakeClock, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        atscale.get(
-            HISTORY_URL,
-            [*history("new", "inprogress", "inprogress", "inprogress", "done")],
-        )
-
-        operator().execute(context())
-
-        logged = task_log(capsys)
-        assert logged.count(f"AtScale batch {BATCH_ID} is") == 2
-        assert f"AtScale batch {BATCH_ID} is inprogress after 1m 00s (estimate: 1.1s)" in logged
-        assert f"AtScale batch {BATCH_ID} is done after 2m 30s (estimate: 1.1s)" in logged
-        assert logged.index("is inprogress after") < logged.index("is done after")
-
-    @pytest.mark.parametrize("status", ["failed", "error", "cancelled", "invalid", "unreliable", "deleted"])
-    def test_a_failed_batch_fails_with_each_failing_aggregate(
-        self, atscale: rm.Mocker, fake_clock: FakeClock, status: str
-    ) -> None:
-        atscale.get(HISTORY_URL, [*history("inprogress", status)])
-        atscale.get(
-            INSTANCES_URL,
-            json={
-                "data": [
-                    instance_object("active", "agg_ok"),
-                    instance_object("invalid", "agg_sales", "permission denied on schema"),
-                    instance_object("invalid", "agg_returns", "disk full"),
-                ],
-                "total": 3,
-            },
-        )
-        ctx = context()
-
-        with pytest.raises(AtScaleBuildFailedError) as excinfo:
-            operator().execute(ctx)
-
-        message = str(excinfo.value)
-        assert f"AtScale batch {BATCH_ID}" in message
-        assert f"ended in status {status!r}" in message
-        assert "atscale_aggs.agg_sales (invalid): permission denied on schema" in message
-        assert "atscale_aggs.agg_returns (invalid): disk full" in message
-        assert "agg_ok" not in message
-        assert ctx["ti"].xcom["batch_status"] == ["new", status]
-
-    def test_an_unknown_status_fails_naming_it_and_is_never_success(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        atscale.get(HISTORY_URL, [*history("inprogress", "archived")])
-        atscale.get(INSTANCES_URL, json={"data": [], "total": 0})
-
-        with pytest.raises(
-            AtScaleBuildFailedError, match="ended in status 'archived', which this provider does not"
-        ):
-            operator().execute(context())
-
-    def test_timeout_fails_saying_the_build_goes_on(self, atscale: rm.Mocker, fake_clock: FakeClock) -> None:
-        atscale.get(HISTORY_URL, [*history("inprogress")])
-
-        with pytest.raises(AtScaleWaitTimeoutError) as excinfo:
-            operator(timeout=100).execute(context())
-
-        assert excinfo.value.batch_id == BATCH_ID
-        assert f"AtScale batch {BATCH_ID} did not finish within 1m 40s" in str(excinfo.value)
-        assert "goes on in AtScale" in str(excinfo.value)
-        assert fake_clock.sleeps == [30, 30, 30, 10]
-
-    def test_follows_instances_where_batch_history_is_not_served(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        atscale.get(HISTORY_URL, status_code=404, json={"message": "Not Found"})
-        atscale.get(
-            INSTANCES_URL,
-            [
-                {
-                    "json": {
-                        "data": [instance_object("pending", "a"), instance_object("active", "b")],
-                        "total": 2,
-                    }
-                },
-                {
-                    "json": {
-                        "data": [instance_object("active", "a"), instance_object("active", "b")],
-                        "total": 2,
-                    }
-                },
-            ],
-        )
-
-        result = operator().execute(context())
-
-        assert result["status"] == "done"
-        history_calls = [r for r in atscale.request_history if r.path == "/wapi/p/aggregate/batch-history"]
-        assert len(history_calls) == 1, "a server without batch history is asked only once"
-
-    def test_a_server_whose_history_refuses_every_token_still_builds_and_follows_the_build(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        refused = {"statusCode": 401, "message": "Unauthorized", "error": {"cause": "UnauthorizedException"}}
-        atscale.get(HISTORY_URL, status_code=401, json=refused)
-        atscale.get(
-            INSTANCES_URL,
-            [
-                {"json": {"data": [instance_object("pending", "a"), instance_object("active", "b")]}},
-                {"json": {"data": [instance_object("active", "a"), instance_object("active", "b")]}},
-            ],
-        )
-
-        result = operator().execute(context())
-
-        assert result["status"] == "done"
-        assert posts(atscale) == 1
+    (batch,) = emulator.state.batches()
+    assert ctx["ti"].xcom == {**IDS, "batch_id": [batch.id], "batch_status": ["new"]}
+    assert isinstance(excinfo.value.trigger, AtScaleAggregateBatchTrigger)
+    assert (excinfo.value.method_name, excinfo.value.timeout) == ("execute_complete", None)
+    _, kwargs = excinfo.value.trigger.serialize()
+    assert kwargs == {
+        "atscale_conn_id": "atscale_default",
+        "catalog_id": DEFAULT_CATALOG_ID,
+        "model_id": DEFAULT_MODEL_ID,
+        "batch_id": batch.id,
+        "poll_interval": 30.0,
+        "deadline": kwargs["started_at"] + 3600,
+        "timeout": 3600.0,
+        "started_at": pytest.approx(emulator_clock.now(), abs=5),
+        "last_status": "new",
+    }
 
 
-class TestDeferrable:
-    def test_defers_with_a_serializable_trigger_after_pushing_the_batch_id(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        from tests.compat import TaskDeferred
+def test_execute_complete_pushes_the_final_status_and_returns_the_batch(emulator: EmulatorServer) -> None:
+    ti = RecordingTaskInstance()
+    event = {"outcome": "succeeded", "batch_id": "b-1", "batch": batch_object(status="done"), "message": ""}
 
-        ctx = context()
+    result = operator(deferrable=True).execute_complete({"ti": ti}, event)
 
-        with pytest.raises(TaskDeferred) as excinfo:
-            operator(deferrable=True, timeout=3600).execute(ctx)
-
-        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["new"]}
-        trigger = excinfo.value.trigger
-        assert isinstance(trigger, AtScaleAggregateBatchTrigger)
-        assert excinfo.value.method_name == "execute_complete"
-        assert excinfo.value.timeout is None, "the deadline lives in the trigger, not in defer()"
-        _, kwargs = trigger.serialize()
-        assert kwargs["deadline"] == fake_clock.time + 3600
-        assert kwargs["batch_id"] == BATCH_ID
-        assert kwargs["poll_interval"] == 30.0
-
-    def test_execute_complete_returns_the_final_batch(self, atscale: rm.Mocker) -> None:
-        ctx = context()
-        event = {
-            "outcome": "succeeded",
-            "batch_id": BATCH_ID,
-            "batch": batch_object(status="done"),
-            "message": "",
-        }
-
-        result = operator(deferrable=True).execute_complete(ctx, event)
-
-        assert result == batch_object(status="done")
-        assert ctx["ti"].xcom == {"batch_status": ["done"]}
-
-    @pytest.mark.parametrize(
-        ("event", "error", "match"),
-        [
-            (None, AtScaleError, "refusing to guess"),
-            ({}, AtScaleError, "Unknown AtScale trigger event outcome None"),
-            ({"outcome": "done", "batch_id": BATCH_ID}, AtScaleError, "outcome 'done'"),
-            ({"outcome": "succeeded", "batch_id": BATCH_ID, "batch": None}, AtScaleError, "carries no batch"),
-            (
-                {"outcome": "timed_out", "batch_id": BATCH_ID, "batch": None, "message": "late"},
-                AtScaleWaitTimeoutError,
-                "late",
-            ),
-            (
-                {"outcome": "error", "batch_id": BATCH_ID, "batch": None, "message": "HTTP 500"},
-                AtScaleError,
-                "HTTP 500",
-            ),
-        ],
-    )
-    def test_execute_complete_refuses_missing_unknown_and_bad_events(
-        self, atscale: rm.Mocker, event: Any, error: type[Exception], match: str
-    ) -> None:
-        with pytest.raises(error, match=match):
-            operator(deferrable=True).execute_complete(context(), event)
-
-    def test_execute_complete_fails_a_failed_batch_with_its_aggregates(self, atscale: rm.Mocker) -> None:
-        atscale.get(INSTANCES_URL, json={"data": [instance_object("invalid", "agg_x", "boom")], "total": 1})
-        event = {
-            "outcome": "failed",
-            "batch_id": BATCH_ID,
-            "batch": batch_object(status="failed"),
-            "message": "",
-        }
-
-        with pytest.raises(AtScaleBuildFailedError, match=r"agg_x \(invalid\): boom"):
-            operator(deferrable=True).execute_complete(context(), event)
+    assert result == batch_object(status="done")
+    assert ti.xcom == {"batch_status": ["done"]}
 
 
-def test_on_kill_says_the_build_goes_on(atscale: rm.Mocker, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        (None, AtScaleError),
+        ({"outcome": "done", "batch_id": "b-1"}, AtScaleError),
+        (
+            {"outcome": "timed_out", "batch_id": "b-1", "batch": None, "message": "late"},
+            AtScaleWaitTimeoutError,
+        ),
+        ({"outcome": "error", "batch_id": "b-1", "batch": None, "message": "HTTP 401"}, AtScaleError),
+    ],
+    ids=["missing", "unknown outcome", "timed out", "error"],
+)
+def test_execute_complete_fails_on_an_event_that_is_not_a_finished_batch(
+    emulator: EmulatorServer, event: Any, error: type[Exception]
+) -> None:
+    ti = RecordingTaskInstance()
+
+    with pytest.raises(error):
+        operator(deferrable=True).execute_complete({"ti": ti}, event)
+
+    assert ti.xcom == {}
+
+
+def test_on_kill_names_the_batch_and_says_atscale_cannot_cancel_it(
+    emulator: EmulatorServer, emulator_clock: DrivenClock, capsys: pytest.CaptureFixture[str]
+) -> None:
     task = operator(wait_for_completion=False)
-    task.execute(context())
+    task.execute(context(emulator_clock))
 
     task.on_kill()
 
-    assert f"AtScale batch {BATCH_ID} goes on running in AtScale" in task_log(capsys)
+    (batch,) = emulator.state.batches()
+    assert f"AtScale has no API to cancel a build: batch {batch.id} continues in AtScale" in task_log(capsys)
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+# Names
 
 
-def retry_context(store: FakeStateStore | None, clock: FakeClock, try_number: int = 2) -> dict[str, Any]:
-    """A later try's context: its try number, when it started, and (Airflow 3.3) the task's state store."""
-    started = datetime.fromtimestamp(clock.now(), tz=timezone.utc)
-    ctx: dict[str, Any] = {
-        "ti": RecordingTaskInstance(try_number=try_number, start_date=started),
-        "dag_run": SimpleNamespace(start_date=datetime.fromtimestamp(clock.now() - 600, tz=timezone.utc)),
-    }
-    if store is not None:
-        ctx["task_state_store"] = store
-    return ctx
+def test_a_model_given_by_name_is_looked_up_then_built_and_its_ids_pushed(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    ctx = context(emulator_clock)
+
+    operator(**BY_NAME, wait_for_completion=False).execute(ctx)
+
+    assert [(r.method, r.path) for r in emulator.request_log.entries()] == [
+        ("GET", "/v1/catalogs"),
+        ("POST", f"/v1/aggregates-batch/catalogs/{DEFAULT_CATALOG_ID}/models/{DEFAULT_MODEL_ID}"),
+    ]
+    assert {key: ctx["ti"].xcom[key] for key in IDS} == IDS
 
 
-def recorded(store: FakeStateStore, **changes: Any) -> FakeStateStore:
-    """A store holding what an earlier try recorded: an incremental build of MODEL_ID, batch BATCH_ID."""
-    record = {
-        "catalog_id": CATALOG_ID,
-        "model_id": MODEL_ID,
-        "full_build": False,
-        "grace_period_overrides": {},
-        "posting_at": 1_767_225_000.0,
-        "batch_id": BATCH_ID,
-        "finished": False,
-    }
-    record.update(changes)
-    store.set(STORE_KEY, record)
-    store.writes.clear()
-    return store
+def test_an_unknown_name_fails_before_any_build_without_retries_listing_the_names(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    task = operator(model_id=None, model_name="Web Sales")
+
+    with pytest.raises(AirflowFailException, match=r"no model named 'Web Sales' among .*'Internet Sales'"):
+        task.execute(context(emulator_clock))
+
+    assert posts(emulator) == []
 
 
-class TestDurable:
-    def test_a_first_try_posts_its_own_build_beside_a_running_build_of_the_same_model(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        running = batch_object(id="someone-elses", status="inprogress", createDate=_iso(fake_clock.now() - 5))
-        atscale.get(HISTORY_URL, json=history_page(running))
-        ctx = retry_context(FakeStateStore(), fake_clock, try_number=1)
+# The model's asset
 
-        operator(wait_for_completion=False, grace_period_overrides={"sales": 30}).execute(ctx)
 
-        (post,) = [r for r in atscale.request_history if r.method == "POST"]
-        assert post.json() == {"gracePeriodOverrides": {"sales": 30}}
-        assert all(r.path != "/wapi/p/aggregate/batch-history" for r in atscale.request_history)
-        assert ctx["ti"].xcom["batch_id"] == [BATCH_ID]
+def build_and_tell(
+    emulator: EmulatorServer, clock: DrivenClock, outlet: Any, **kwargs: Any
+) -> tuple[AtScaleAggregateBuildOperator, dict[str, Any]]:
+    """Build with ``outlet`` among the task's outlets; returns the task and the asset events it set."""
+    task, ctx = operator(outlets=[outlet], **kwargs), context(clock)
+    with contextlib.suppress(AtScaleBuildFailedError):
+        task.execute(ctx)
+    return task, ctx["outlet_events"]
 
-    def test_the_build_is_recorded_before_the_post_with_its_batch_after_and_finished_at_the_end(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        atscale.get(HISTORY_URL, history("inprogress", "done"))
-        store = FakeStateStore()
 
-        operator(grace_period_overrides={"sales": "30"}).execute(
-            retry_context(store, fake_clock, try_number=1)
-        )
-
-        intent, started, finished = store.writes
-        assert intent == {
-            "catalog_id": CATALOG_ID,
-            "model_id": MODEL_ID,
-            "full_build": False,
-            "grace_period_overrides": {"sales": 30},
-            "posting_at": fake_clock.now() - 60,
-            "batch_id": None,
-            "finished": False,
-        }
-        assert started == {**intent, "batch_id": BATCH_ID}
-        assert finished == {**started, "finished": True}
-
-    def test_a_retry_resumes_the_recorded_batch_while_it_runs_without_posting(
-        self, atscale: rm.Mocker, fake_clock: FakeClock, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        atscale.get(HISTORY_URL, history("inprogress", "inprogress", "done"))
-        ctx = retry_context(recorded(FakeStateStore()), fake_clock)
-
-        result = operator().execute(ctx)
-
-        assert result["status"] == "done"
-        assert posts(atscale) == 0
-        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["inprogress", "done"]}
-        assert f"Resuming AtScale batch {BATCH_ID} (inprogress), which an earlier try" in task_log(capsys)
-
-    def test_a_retry_finishes_with_a_recorded_batch_that_finished_good_without_posting(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        atscale.get(HISTORY_URL, history("done"))
-        ctx = retry_context(recorded(FakeStateStore()), fake_clock)
-
-        result = operator().execute(ctx)
-
-        assert result["status"] == "done"
-        assert posts(atscale) == 0
-        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["done"]}
-        assert fake_clock.sleeps == [], "nothing to wait for"
-
-    @pytest.mark.parametrize("status", ["failed", "archived"])
-    def test_a_retry_starts_a_new_build_when_the_recorded_batch_ended_badly(
-        self, atscale: rm.Mocker, fake_clock: FakeClock, capsys: pytest.CaptureFixture[str], status: str
-    ) -> None:
-        atscale.get(HISTORY_URL, json=history_page(batch_object(id="earlier", status=status)))
-        ctx = retry_context(recorded(FakeStateStore(), batch_id="earlier"), fake_clock)
-
-        operator(wait_for_completion=False).execute(ctx)
-
-        assert posts(atscale) == 1
-        assert (
-            f"AtScale batch earlier, which an earlier try of this task started, ended {status}"
-            in task_log(capsys)
-        )
-
-    @pytest.mark.parametrize(
-        "changes",
-        [{"grace_period_overrides": {"sales": 7}}, {"full_build": True}, {"model_id": "another-model"}],
+@pytest.mark.parametrize(
+    ("task_names", "asset_names"),
+    [(False, False), (True, True), (True, False)],
+    ids=["ids", "names", "names, ids"],
+)
+def test_the_model_asset_event_carries_the_build(
+    emulator: EmulatorServer, emulator_clock: DrivenClock, task_names: bool, asset_names: bool
+) -> None:
+    asset = model_asset(
+        emulator.url,
+        **(BY_NAME if asset_names else {"catalog_id": DEFAULT_CATALOG_ID, "model_id": DEFAULT_MODEL_ID}),
     )
-    def test_a_retry_asking_for_another_build_starts_a_new_one(
-        self, atscale: rm.Mocker, fake_clock: FakeClock, changes: dict[str, Any]
-    ) -> None:
-        atscale.get(HISTORY_URL, history("inprogress"))
-        ctx = retry_context(recorded(FakeStateStore(), **changes), fake_clock)
 
-        operator(wait_for_completion=False).execute(ctx)
+    _, events = build_and_tell(emulator, emulator_clock, asset, **(BY_NAME if task_names else {}))
 
-        assert posts(atscale) == 1
-        assert all(r.path != "/wapi/p/aggregate/batch-history" for r in atscale.request_history)
+    (batch,) = emulator.state.batches()
+    assert events[asset].extra == {
+        "batch_id": batch.id,
+        "build_type": "incremental",
+        "status": "done",
+        "aggregate_tables": built_tables(emulator),
+    }
 
-    def test_a_cleared_task_whose_run_succeeded_builds_anew(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        atscale.get(HISTORY_URL, history("inprogress"))
-        ctx = retry_context(recorded(FakeStateStore(), finished=True), fake_clock)
 
-        operator(wait_for_completion=False).execute(ctx)
+def test_a_failed_build_gives_its_asset_no_extra(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    asset = model_asset(emulator.url, catalog_id=DEFAULT_CATALOG_ID, model_id=FAILING_MODEL_ID)
 
-        assert posts(atscale) == 1
+    _, events = build_and_tell(emulator, emulator_clock, asset, model_id=FAILING_MODEL_ID)
 
-    def test_a_retry_lost_between_post_and_record_finds_its_batch_created_after_the_post(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        posted = fake_clock.now() - 300
-        atscale.get(
-            HISTORY_URL,
-            [
-                {
-                    "json": history_page(
-                        batch_object(
-                            id="cleanup",
-                            status="inprogress",
-                            batchType="aggregate_cleanup",
-                            createDate=_iso(posted + 2),
-                        ),
-                        batch_object(id="ours", status="inprogress", createDate=_iso(posted + 1)),
-                        batch_object(id="before", status="inprogress", createDate=_iso(posted - 3600)),
-                    )
-                },
-                {"json": history_page(batch_object(id="ours", status="done"))},
-            ],
-        )
-        ctx = retry_context(recorded(FakeStateStore(), batch_id=None, posting_at=posted), fake_clock)
+    assert events == {}
 
-        result = operator().execute(ctx)
 
-        assert result["id"] == "ours"
-        assert posts(atscale) == 0
+def test_an_atscale_outlet_of_another_model_gets_no_extra_and_a_warning(
+    emulator: EmulatorServer, emulator_clock: DrivenClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asset = model_asset(emulator.url, catalog_id=DEFAULT_CATALOG_ID, model_id=SECOND_MODEL_ID)
 
-    def test_a_retry_lost_between_post_and_record_posts_when_nothing_was_created(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        posted = fake_clock.now() - 300
-        atscale.get(
-            HISTORY_URL,
-            json=history_page(batch_object(id="before", status="inprogress", createDate=_iso(posted - 3600))),
-        )
-        ctx = retry_context(recorded(FakeStateStore(), batch_id=None, posting_at=posted), fake_clock)
+    _, events = build_and_tell(emulator, emulator_clock, asset)
 
-        operator(wait_for_completion=False).execute(ctx)
+    assert events == {}
+    assert f"Outlet {asset.uri} is not the asset of model {DEFAULT_MODEL_ID}" in task_log(capsys)
 
-        assert posts(atscale) == 1
 
-    @pytest.mark.parametrize(("skew", "adopted"), [(-3, True), (3, True), (-900, False)])
-    def test_without_a_store_a_retry_looks_for_its_build_in_the_window_of_its_tries(
-        self,
-        atscale: rm.Mocker,
-        fake_clock: FakeClock,
-        monkeypatch: pytest.MonkeyPatch,
-        skew: float,
-        adopted: bool,
-    ) -> None:
-        # The first try started 600 s ago and posted right then, AtScale's clock off by `skew`. (Where
-        # Airflow reads that start from, per version, the dag.test() runs of tests/test_dag_runs.py show.)
-        first_try = fake_clock.now() - 600
-        monkeypatch.setattr(
-            atscale_operator, "first_try_started_at", lambda context: (first_try, "the first try started")
-        )
-        created = first_try + skew
-        atscale.get(
-            HISTORY_URL,
-            [
-                {
-                    "json": history_page(
-                        batch_object(id="ours", status="inprogress", createDate=_iso(created))
-                    )
-                },
-            ],
-        )
+# Lineage (what the OpenLineage provider asks the task for; its listener is tests/test_lineage.py's)
 
-        operator(wait_for_completion=False).execute(retry_context(None, fake_clock))
 
-        assert posts(atscale) == (0 if adopted else 1)
+def test_lineage_on_start_has_the_model_as_its_input(emulator: EmulatorServer) -> None:
+    lineage = operator().get_openlineage_facets_on_start()
 
-    def test_without_a_store_a_first_try_never_looks_in_history(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        running = batch_object(id="running", status="inprogress", createDate=_iso(fake_clock.now()))
-        atscale.get(HISTORY_URL, json=history_page(running))
+    (model,) = lineage.inputs
+    assert (model.namespace, model.name) == (
+        f"atscale://{emulator.url.removeprefix('http://')}",
+        f"{DEFAULT_CATALOG_ID}/{DEFAULT_MODEL_ID}",
+    )
+    assert (lineage.outputs, lineage.run_facets) == ([], {})
 
-        operator(wait_for_completion=False).execute(retry_context(None, fake_clock, try_number=1))
 
-        assert [r.method for r in atscale.request_history] == ["POST"]
+def test_lineage_on_complete_has_an_output_per_built_table_and_the_batch(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    task = operator()
+    task.execute(context(emulator_clock))
 
-    def test_not_durable_every_try_posts_and_nothing_is_recorded(
-        self, atscale: rm.Mocker, fake_clock: FakeClock
-    ) -> None:
-        atscale.get(HISTORY_URL, history("inprogress"))
-        store = recorded(FakeStateStore())
+    lineage = task.get_openlineage_facets_on_complete(None)
 
-        operator(wait_for_completion=False, durable=False).execute(retry_context(store, fake_clock))
+    (batch,) = emulator.state.batches()
+    assert [output.name for output in lineage.outputs] == built_tables(emulator)
+    facet = lineage.run_facets["atscale_aggregate_batch"]
+    assert (facet.batchId, facet.modelId, facet.buildType, facet.status) == (
+        batch.id,
+        DEFAULT_MODEL_ID,
+        "incremental",
+        "done",
+    )
+    assert emulator.request_log.count("GET", "/v1/aggregates/instances") == 1, "listed once"
 
-        assert posts(atscale) == 1
-        assert store.writes == []
 
-    def test_a_retry_that_cannot_read_the_recorded_batch_now_waits_on_it(
-        self, atscale: rm.Mocker, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(max_retries=0))
-        atscale.get(HISTORY_URL, [{"status_code": 503, "json": {}}, *history("inprogress", "done")])
-        atscale.get(INSTANCES_URL, status_code=503, json={})
-        ctx = retry_context(recorded(FakeStateStore()), fake_clock)
+def test_lineage_on_failure_has_the_batch_and_every_failing_aggregate_message(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    task, _ = build_and_tell(
+        emulator,
+        emulator_clock,
+        model_asset(emulator.url, catalog_id="c", model_id="m"),
+        model_id=FAILING_MODEL_ID,
+    )
 
-        result = operator().execute(ctx)
+    lineage = task.get_openlineage_facets_on_failure(None)
 
-        assert result["status"] == "done"
-        assert posts(atscale) == 0
-        assert ctx["ti"].xcom == {**IDS, "batch_id": [BATCH_ID], "batch_status": ["done"]}
+    (batch,) = emulator.state.batches()
+    assert lineage.run_facets["atscale_aggregate_batch"].batchId == batch.id
+    assert lineage.run_facets["atscale_aggregate_batch"].status == "failed"
+    assert all(
+        message in lineage.run_facets["errorMessage"].message for message in failing_aggregates(emulator)
+    )

@@ -1,117 +1,84 @@
+"""The batch sensor against the emulator: each poke is one poll of the waiting loop, or it defers."""
+
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_atscale.emulator import DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, FAILING_MODEL_ID
-from airflow_provider_atscale.errors import AtScaleBuildFailedError, AtScaleConfigurationError
+from airflow_provider_atscale.emulator import (
+    DEFAULT_CATALOG_ID,
+    DEFAULT_MODEL_ID,
+    FAILING_MODEL_ID,
+    FaultConfig,
+)
+from airflow_provider_atscale.errors import (
+    AtScaleAuthError,
+    AtScaleBuildFailedError,
+    AtScaleConfigurationError,
+)
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
 from airflow_provider_atscale.sensors.atscale import AtScaleAggregateBatchSensor
-from airflow_provider_atscale.triggers.atscale import AtScaleAggregateBatchTrigger
+from tests.compat import TaskDeferred
+from tests.helpers import batch_object, connection_uri
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.emulator import EmulatorServer
     from tests.helpers import DrivenClock
 
+BY_NAME = {
+    "catalog_id": None,
+    "model_id": None,
+    "catalog_name": "Sales Insights",
+    "model_name": "Internet Sales",
+}
 
-def sensor(batch_id: str, model_id: str = DEFAULT_MODEL_ID, **kwargs: Any) -> AtScaleAggregateBatchSensor:
-    return AtScaleAggregateBatchSensor(
-        task_id="wait",
-        catalog_id=DEFAULT_CATALOG_ID,
-        model_id=model_id,
-        batch_id=batch_id,
-        poke_interval=30,
+
+def sensor(batch_id: str, **kwargs: Any) -> AtScaleAggregateBatchSensor:
+    arguments = {
+        "catalog_id": DEFAULT_CATALOG_ID,
+        "model_id": DEFAULT_MODEL_ID,
+        "poke_interval": 30,
         **kwargs,
-    )
+    }
+    return AtScaleAggregateBatchSensor(task_id="wait", batch_id=batch_id, **arguments)
 
 
 def start_batch(model_id: str = DEFAULT_MODEL_ID) -> str:
     return AtScaleHook().trigger_aggregate_build(DEFAULT_CATALOG_ID, model_id, full_build=False).id
 
 
-def test_batch_id_is_templated() -> None:
-    assert "batch_id" in AtScaleAggregateBatchSensor.template_fields
-    assert {"catalog_id", "model_id"} <= set(AtScaleAggregateBatchSensor.template_fields)
-
-
-def test_poke_is_false_while_in_progress_then_returns_the_batch(
+def test_a_poke_is_false_while_the_batch_runs_then_returns_it(
     emulator: EmulatorServer, emulator_clock: DrivenClock
 ) -> None:
     batch_id = start_batch()
     task = sensor(batch_id)
 
-    in_progress = task.poke({})
+    running = task.poke({})
     emulator_clock.advance(200)
     done = task.poke({})
 
-    assert in_progress is False
+    assert running is False
     assert done.is_done is True
-    assert done.xcom_value["id"] == batch_id
-    assert done.xcom_value["status"] == "done"
+    assert (done.xcom_value["id"], done.xcom_value["status"]) == (batch_id, "done")
 
 
-def test_a_failed_batch_fails_the_sensor_at_once(
+def test_a_failed_batch_fails_the_sensor_at_its_first_poke(
     emulator: EmulatorServer, emulator_clock: DrivenClock
 ) -> None:
     batch_id = start_batch(FAILING_MODEL_ID)
     emulator_clock.advance(200)
 
     with pytest.raises(AtScaleBuildFailedError, match="permission denied on schema 'atscale_aggs'"):
-        sensor(batch_id, FAILING_MODEL_ID).poke({})
+        sensor(batch_id, model_id=FAILING_MODEL_ID).poke({})
 
 
-def test_an_unknown_status_fails_the_sensor(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
-    emulator.state.configure_model(DEFAULT_MODEL_ID, final_status="archived")
-    batch_id = start_batch()
-    emulator_clock.advance(200)
-
-    with pytest.raises(AtScaleBuildFailedError, match="'archived', which this provider does not know"):
-        sensor(batch_id).poke({})
-
-
-def test_deferrable_mode_defers_to_the_trigger_with_its_own_deadline(
-    emulator: EmulatorServer, emulator_clock: DrivenClock
-) -> None:
-    from tests.compat import TaskDeferred
-
-    with pytest.raises(TaskDeferred) as excinfo:
-        sensor("batch-1", deferrable=True, timeout=600).execute({"ti": SimpleNamespace()})
-
-    trigger = excinfo.value.trigger
-    assert isinstance(trigger, AtScaleAggregateBatchTrigger)
-    _, kwargs = trigger.serialize()
-    assert kwargs["batch_id"] == "batch-1"
-    assert kwargs["poll_interval"] == 30.0
-    assert kwargs["deadline"] == pytest.approx(emulator_clock.now() + 600, abs=5)
-    assert excinfo.value.method_name == "execute_complete"
-
-
-def test_execute_complete_refuses_a_missing_event() -> None:
-    from airflow_provider_atscale.errors import AtScaleError
-
-    with pytest.raises(AtScaleError, match="refusing to guess"):
-        sensor("batch-1", deferrable=True).execute_complete({}, None)
-
-
-@pytest.mark.parametrize("batch_id", ["", "a/b", "has space"])
-def test_bad_batch_id_is_refused_before_any_request(emulator: EmulatorServer, batch_id: str) -> None:
-    with pytest.raises(AtScaleConfigurationError, match="batch_id must be"):
-        sensor(batch_id).execute({})
-
-    assert emulator.request_log.entries() == []
-
-
-def test_a_poke_during_an_outage_is_not_yet_and_the_outage_is_logged_once_at_each_end(
+def test_an_outage_across_pokes_is_not_yet_and_is_logged_once_when_it_starts_and_ends(
     emulator: EmulatorServer,
     emulator_clock: DrivenClock,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from airflow_provider_atscale.emulator import FaultConfig
-    from tests.helpers import connection_uri
-
     batch_id = start_batch()
     monkeypatch.setenv(
         "AIRFLOW_CONN_ATSCALE_DEFAULT",
@@ -120,25 +87,128 @@ def test_a_poke_during_an_outage_is_not_yet_and_the_outage_is_logged_once_at_eac
     task = sensor(batch_id)
     emulator.faults.configure(FaultConfig(rate_503=1.0))
 
-    during = [task.poke({}), task.poke({})]
+    during = [task.poke({}), task.poke({}), task.poke({})]
     emulator.faults.configure(FaultConfig())
     emulator_clock.advance(200)
     after = task.poke({})
 
-    assert during == [False, False]
+    assert during == [False, False, False]
     assert after.is_done is True
     logged = capsys.readouterr().out
-    assert logged.count(f"AtScale does not answer pokes of batch {batch_id}") == 1
-    assert logged.count(f"AtScale answers pokes of batch {batch_id} again") == 1
+    assert logged.count(f"AtScale does not answer polls of batch {batch_id}") == 1
+    assert logged.count(f"AtScale answers polls of batch {batch_id} again") == 1
 
 
-def test_a_poke_that_meets_an_error_that_stays_fails_the_sensor(
+def test_a_token_rotated_between_pokes_is_read_at_the_next_poke(
+    emulator: EmulatorServer,
+    emulator_clock: DrivenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    batch_id = start_batch()
+    task = sensor(batch_id)
+    assert task.poke({}) is False
+    # The token is rotated: AtScale refuses the old one and its JWTs; the connection holds the new one.
+    rotated = emulator.rotate_api_token()
+    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(host=emulator.url, password=rotated))
+    emulator_clock.advance(200)
+
+    done = task.poke({})
+
+    assert done.is_done is True
+    assert emulator.request_log.count(status=401) >= 1, "the old token was refused"
+    assert f"Polling AtScale batch {batch_id} with the connection as it is now" in capsys.readouterr().out
+
+
+def test_a_refused_token_the_connection_does_not_change_fails_the_sensor(
     emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_atscale.errors import AtScaleAuthError
-    from tests.helpers import connection_uri
-
     monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(host=emulator.url, password="revoked"))
 
     with pytest.raises(AtScaleAuthError, match="connection 'atscale_default'"):
         sensor("b-1").poke({})
+
+
+def test_deferrable_mode_defers_to_the_trigger_with_the_sensor_s_interval_and_timeout(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    with pytest.raises(TaskDeferred) as excinfo:
+        sensor("b-1", deferrable=True, timeout=600).execute({})
+
+    assert excinfo.value.method_name == "execute_complete"
+    _, kwargs = excinfo.value.trigger.serialize()
+    assert kwargs == {
+        "atscale_conn_id": "atscale_default",
+        "catalog_id": DEFAULT_CATALOG_ID,
+        "model_id": DEFAULT_MODEL_ID,
+        "batch_id": "b-1",
+        "poll_interval": 30.0,
+        "deadline": kwargs["started_at"] + 600,
+        "timeout": 600.0,
+        "started_at": pytest.approx(emulator_clock.now(), abs=5),
+        "last_status": None,
+    }
+    assert emulator.request_log.entries() == [], "ids given: nothing to look up"
+
+
+def test_execute_complete_returns_the_batch_of_a_succeeded_event() -> None:
+    event = {"outcome": "succeeded", "batch_id": "b-1", "batch": batch_object(status="done"), "message": ""}
+
+    assert sensor("b-1", deferrable=True).execute_complete({}, event) == batch_object(status="done")
+
+
+def test_execute_complete_refuses_a_missing_event() -> None:
+    from airflow_provider_atscale.errors import AtScaleError
+
+    with pytest.raises(AtScaleError, match="refusing to guess"):
+        sensor("b-1", deferrable=True).execute_complete({}, None)
+
+
+@pytest.mark.parametrize(
+    ("batch_id", "names"),
+    [
+        ("", {}),
+        ("a/b", {}),
+        ("has space", {}),
+        pytest.param("a/b", BY_NAME, id="names, a/b"),
+    ],
+)
+def test_a_bad_batch_id_is_refused_before_any_request(
+    emulator: EmulatorServer, batch_id: str, names: dict[str, Any]
+) -> None:
+    with pytest.raises(AtScaleConfigurationError, match="batch_id must be"):
+        sensor(batch_id, deferrable=True, **names).execute({})
+
+    assert emulator.request_log.entries() == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"catalog_id": None}, {"model_name": "Internet Sales"}],
+    ids=["no catalog", "model by id and name"],
+)
+def test_a_model_named_neither_or_twice_fails_when_the_dag_is_parsed(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(AtScaleConfigurationError):
+        sensor("b-1", **kwargs)
+
+
+def test_names_are_looked_up_once_for_every_poke(
+    emulator: EmulatorServer, emulator_clock: DrivenClock
+) -> None:
+    batch_id = start_batch()
+    task = sensor(batch_id, **BY_NAME)
+
+    assert task.poke({}) is False
+    emulator_clock.advance(200)
+    assert task.poke({}).is_done is True
+
+    assert emulator.request_log.count("GET", "/v1/catalogs") == 1
+    polls = [r for r in emulator.request_log.entries() if r.path.startswith("/wapi")]
+    assert {r.query["modelId"] for r in polls} == {DEFAULT_MODEL_ID}
+
+
+def test_an_unknown_name_fails_before_any_poll(emulator: EmulatorServer) -> None:
+    with pytest.raises(AtScaleConfigurationError, match=r"no catalog named 'Sales' among .*'Sales Insights'"):
+        sensor("b-1", **{**BY_NAME, "catalog_name": "Sales"}).poke({})
+
+    assert [r.path for r in emulator.request_log.entries()] == ["/v1/catalogs"]
