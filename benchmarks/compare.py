@@ -1,27 +1,24 @@
 """
-Trigger comparison: our trigger beside dbt Cloud's and Databricks', against one fake server.
+Trigger comparison, and the triggerer capacity: our trigger beside dbt Cloud's and Databricks', one server.
 
-``python -m benchmarks.compare --output FILE [--triggers 1000 --rounds 3 --import-rounds 5 ...]``
-
-Starts the fake server (:mod:`benchmarks.fake_server`, one process answering all three APIs), then runs the
-rounds: in each, every family in turn (ours, dbt Cloud, Databricks, then ours again in the next round) runs
-its triggers in a fresh process (:mod:`benchmarks.compare_run`), on jobs drawn with the round's seed, so the
-three families of a round wait on jobs of the same lengths. The import cost of each
-family's trigger and hook on top of ``airflow.sdk`` is timed in fresh interpreters, the families' order
-rotating round by round. Every figure is the median over rounds; the table gives each family's figure and
-the ratio ours / peer, and the targets for our trigger.
+Starts the fake server (:mod:`benchmarks.fake_server`: the emulator and the peers' APIs in one process), then
+runs the rounds: in each, every family in turn (ours, dbt Cloud, Databricks, then ours again in the next
+round) runs its triggers in a fresh process (:mod:`benchmarks.compare_run`), on jobs whose durations are drawn
+with the round's seed, so the three families of a round wait on jobs of the same lengths. The import cost of
+each family's trigger and hook on top of ``airflow.sdk`` is timed in fresh interpreters, the families' order
+rotating round by round. Every figure is the median over rounds, given for ours with each peer's and the
+ratio ours / peer. Our runs are also the triggerer capacity run: their largest lag and memory per trigger.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import math
+import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,147 +26,79 @@ from typing import Any
 from benchmarks import imports
 from benchmarks.fake_server import FakeServerInfo, running_fake_server
 from benchmarks.families import FAMILIES, OURS, PEERS, Family
-from benchmarks.report import BenchResult, Figure, Verdict, median
+from benchmarks.report import FAIL, INFO, BenchResult, Figure, median, verdict
 
 SECTION = "5. Trigger comparison"
+CAPACITY_SECTION = "2. Triggerer capacity"
 DEFAULT_SEED = 20250227
 DEFAULT_JOB_SECONDS = (20.0, 60.0)
 DEFAULT_IMPORT_ROUNDS = 5
 # Our trigger's figures in the comparison this work began with (the baseline): the rows without a
 # peer-relative target must not get worse than these.
 BASELINE_BYTES_PER_POLL = 9563
-BASELINE_CONNECTIONS_PER_TRIGGER = 1.0
 BASELINE_RSS_KIB = 32.0
 BASELINE_IMPORT_RATIO = 17.0 / 136.0
 """Our trigger and hook's import cost over the lighter peer's when this work began (17 ms against dbt Cloud's
 136 ms): import times depend on the machine, so the target is this ratio, measured beside the peers."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """
-    One figure of the comparison, per family.
-
-    :param key: its name in the JSON file.
-    :param name: its name in the table.
-    :param unit: its unit, after the value.
-    :param digits: decimals shown.
-    :param read: reads it from one family's round (``None`` where it cannot be read).
-    """
-
-    key: str
-    name: str
-    unit: str
-    digits: int
-    read: Callable[[dict[str, Any]], float | None]
-
-    def format(self, value: float | None) -> str:
-        """
-        The value as shown in the table.
-
-        :param value: the value.
-        """
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "n/a"
-        return f"{value:,.{self.digits}f}{self.unit}"
-
-
-def _per(numerator: str, denominator: str) -> Callable[[dict[str, Any]], float | None]:
-    def read(run: dict[str, Any]) -> float | None:
-        top = _dig(run, numerator)
-        bottom = _dig(run, denominator)
-        return top / bottom if top is not None and bottom else None
-
-    return read
-
-
-def _dig(run: dict[str, Any], path: str) -> float | None:
-    value: Any = run
-    for part in path.split("."):
-        if not isinstance(value, dict) or value.get(part) is None:
-            return None
-        value = value[part]
-    return float(value)
-
-
-def _rss_kib(run: dict[str, Any]) -> float | None:
-    waiting, baseline = _dig(run, "rss.waiting_bytes"), _dig(run, "rss.baseline_bytes")
-    if waiting is None or baseline is None:
-        return None
-    return (waiting - baseline) / float(run["triggers"]) / 1024
-
-
-def _triggers_cpu_seconds(run: dict[str, Any]) -> float:
-    """The process's CPU over the run less the harness's own (its rate measured alone, over the same time)."""
-    return float(run["cpu_seconds"]) - float(run.get("harness_cpu_seconds") or 0.0)
-
-
-def _cpu_ms_per_poll(run: dict[str, Any]) -> float | None:
-    requests = _dig(run, "server.requests")
-    return _triggers_cpu_seconds(run) * 1000 / requests if requests else None
-
-
-def _process_cpu_ms_per_poll(run: dict[str, Any]) -> float | None:
-    requests = _dig(run, "server.requests")
-    return run["cpu_seconds"] * 1000 / requests if requests else None
-
-
-def _cpu_ms_per_trigger(run: dict[str, Any]) -> float | None:
-    return _triggers_cpu_seconds(run) * 1000 / run["triggers"] if run.get("triggers") else None
+CAPACITY_LAG_MS = 100.0
+CAPACITY_MEMORY_KIB = 50.0
 
 
 ROWS = (
-    Row(
-        "cpu_ms_per_poll", "CPU per poll (the triggers' CPU / requests answered)", " ms", 2, _cpu_ms_per_poll
-    ),
-    Row(
-        "process_cpu_ms_per_poll",
-        "process CPU per poll, the harness's own included",
-        " ms",
-        2,
-        _process_cpu_ms_per_poll,
-    ),
-    Row(
-        "cpu_ms_per_trigger", "CPU per trigger (the triggers' CPU / triggers)", " ms", 1, _cpu_ms_per_trigger
-    ),
-    Row("lag_p99_ms", "event-loop lag p99 (10 ms sleeper)", " ms", 1, lambda run: _dig(run, "lag_ms.p99")),
-    Row("lag_max_ms", "event-loop lag max", " ms", 0, lambda run: _dig(run, "lag_ms.max")),
-    Row("bytes_per_poll", "response bytes per poll", " B", 0, _per("server.wire_bytes", "server.requests")),
-    Row(
-        "connections_per_trigger", "new TCP connections per trigger", "", 2, _per("server.ports", "triggers")
-    ),
-    Row("rss_kib_per_trigger", "RSS per waiting trigger", " KiB", 1, _rss_kib),
-    Row("requests_per_trigger", "requests per trigger", "", 2, _per("server.requests", "triggers")),
+    # key (as benchmarks.compare_run writes it), name, unit, decimals
+    ("cpu_ms_per_poll", "CPU per poll (the triggers' CPU / requests answered)", " ms", 2),
+    ("process_cpu_ms_per_poll", "process CPU per poll, the harness's own included", " ms", 2),
+    ("cpu_ms_per_trigger", "CPU per trigger (the triggers' CPU / triggers)", " ms", 1),
+    ("lag_p99_ms", "event-loop lag p99 (10 ms sleeper)", " ms", 1),
+    ("lag_max_ms", "event-loop lag max", " ms", 0),
+    ("bytes_per_poll", "response bytes per poll", " B", 0),
+    ("connections_per_trigger", "new TCP connections per trigger", "", 2),
+    ("rss_kib_per_trigger", "RSS per waiting trigger", " KiB", 1),
+    ("requests_per_trigger", "requests per trigger", "", 2),
+    ("import_ms", "trigger + hook import on top of airflow.sdk", " ms", 1),
 )
-IMPORT_ROW = Row("import_ms", "trigger + hook import on top of airflow.sdk", " ms", 1, lambda run: None)
-# Not a row of the table: what the requests per trigger are held to (the same jobs for every family).
-NEEDED_ROW = Row(
-    "polls_needed_per_trigger",
-    "polls needed per trigger",
-    "",
-    2,
-    lambda run: _dig(run, "polls_needed_per_trigger"),
-)
+Medians = dict[str, dict[str, float | None]]
+
+
+def _lighter_peer(key: str) -> Callable[[Medians], float | None]:
+    return lambda m: min((v for peer in PEERS if (v := m[peer.key][key]) is not None), default=None)
+
+
+TARGETS: dict[str, tuple[Callable[[Medians], float | None], str]] = {
+    # key: (the largest value that meets the target, given every family's medians; the target's text)
+    "cpu_ms_per_poll": (lambda m: m["databricks"]["cpu_ms_per_poll"], "<= Databricks' ({}); aim x0.8"),
+    "lag_p99_ms": (_lighter_peer("lag_p99_ms"), "<= best peer's ({})"),
+    "bytes_per_poll": (lambda m: BASELINE_BYTES_PER_POLL, "<= {} (baseline)"),
+    "connections_per_trigger": (lambda m: 1.0, "<= {}"),
+    "rss_kib_per_trigger": (lambda m: BASELINE_RSS_KIB, "<= {} (baseline)"),
+    "requests_per_trigger": (
+        lambda m: None if (n := m["ours"]["polls_needed"]) is None else n + 1,
+        "<= polls needed + 1 ({})",
+    ),
+    "import_ms": (
+        lambda m: None if (best := _lighter_peer("import_ms")(m)) is None else best * BASELINE_IMPORT_RATIO,
+        f"<= {BASELINE_IMPORT_RATIO:.3f} x the lighter peer's ({{}})",
+    ),
+}
+
+
+def _format(value: float | None, unit: str, digits: int) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}{unit}"
 
 
 def run_family(
-    family: Family,
-    server: FakeServerInfo,
-    round_index: int,
-    options: argparse.Namespace,
-    logs: Path,
+    family: Family, server: FakeServerInfo, seconds: list[float], options: Any, name: str
 ) -> dict[str, Any]:
     """
     One family's round in a fresh process; its result, or ``{"error": ...}`` if it broke.
 
     :param family: the family.
     :param server: the fake server.
-    :param round_index: the round (0-based).
-    :param options: the command line.
-    :param logs: the directory for its log and result files.
+    :param seconds: the jobs' durations.
+    :param options: the command line of ``python -m benchmarks``.
+    :param name: the base name of its log and result files.
     """
-    output = logs / f"compare-{family.key}-{round_index + 1}.json"
-    log = logs / f"compare-{family.key}-{round_index + 1}.log"
+    output, log = options.results / f"{name}.json", options.results / f"{name}.log"
     output.unlink(missing_ok=True)
     command = [
         sys.executable,
@@ -177,377 +106,165 @@ def run_family(
         "benchmarks.compare_run",
         "--family",
         family.key,
-        "--server",
-        json.dumps(server.to_json()),
         "--output",
         str(output),
-        "--triggers",
-        str(options.triggers),
-        "--poll-interval",
-        str(options.poll_interval),
-        "--job-seconds",
-        *(str(s) for s in options.job_seconds),
-        "--seed",
-        str(options.seed + round_index),
-        *(["--tls"] if options.tls else []),
     ]
+    command += ["--server", json.dumps(dataclasses.asdict(server)), "--seconds", json.dumps(seconds)]
+    command += ["--poll-interval", str(options.trigger_poll_interval), *(["--tls"] if options.tls else [])]
     started = time.perf_counter()
     with log.open("w") as log_file:
         completed = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, check=False)
     print(
-        f"compare: round {round_index + 1} {family.key}: exit {completed.returncode} "
-        f"in {time.perf_counter() - started:.0f} s",
-        flush=True,
+        f"compare: {name}: exit {completed.returncode} in {time.perf_counter() - started:.0f} s", flush=True
     )
     if completed.returncode != 0 or not output.exists():
-        return {"family": family.key, "error": f"exit status {completed.returncode}; see {log.name}"}
+        return {"error": f"exit status {completed.returncode}; see {log.name}"}
     result: dict[str, Any] = json.loads(output.read_text())
     return result
 
 
-def time_imports(families: Sequence[Family], rounds: int) -> dict[str, list[float]]:
+def time_imports(rounds: int) -> dict[str, list[float]]:
     """
     Each family's trigger + hook import on top of ``airflow.sdk``, in fresh interpreters, in ms.
 
     One unrecorded warm-up round, then ``rounds`` rounds, the families' order rotating.
 
-    :param families: the families.
     :param rounds: recorded samples per family.
     """
     environment = imports.probe_environment()
-    subjects = {family.key: " ".join(family.modules) for family in families}
-    for subject in subjects.values():
-        imports.probe(subject, environment)
-    samples: dict[str, list[float]] = {key: [] for key in subjects}
-    keys = list(subjects)
-    for index in range(rounds):
-        shift = index % len(keys)
+    keys = list(FAMILIES)
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    for index in range(-1, rounds):
+        shift = max(index, 0) % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            samples[key].append(imports.probe(subjects[key], environment).import_ms)
+            milliseconds, _ = imports.probe(" ".join(FAMILIES[key].modules), environment)
+            if index >= 0:
+                samples[key].append(milliseconds)
     return samples
 
 
-def _version(family: Family) -> str:
-    try:
-        return metadata.version(family.distribution)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def _ratio(ours: float | None, peer: float | None) -> float | None:
-    if ours is None or peer is None or peer == 0 or math.isnan(ours) or math.isnan(peer):
-        return None
-    return ours / peer
-
-
-def _format_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def medians(
-    runs: dict[str, list[dict[str, Any]]], import_ms: dict[str, list[float]]
-) -> dict[str, dict[str, Any]]:
-    """
-    Each family's figures: the median over its rounds that ran (and the per-round values).
-
-    :param runs: each family's round results.
-    :param import_ms: each family's import samples.
-    """
-    figures: dict[str, dict[str, Any]] = {}
-    for key, family_runs in runs.items():
-        ran = [run for run in family_runs if "error" not in run]
-        figures[key] = {}
-        for row in (*ROWS, NEEDED_ROW):
-            values = [v for v in (row.read(run) for run in ran) if v is not None]
-            figures[key][row.key] = {"median": median(values) if values else None, "rounds": values}
-        samples = import_ms.get(key, [])
-        figures[key][IMPORT_ROW.key] = {"median": median(samples) if samples else None, "rounds": samples}
-    return figures
-
-
-def _events(family_runs: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    right = sum(run.get("events_right", 0) for run in family_runs if "error" not in run)
-    expected = sum(run.get("triggers", 0) for run in family_runs if "error" not in run)
-    return right, expected
-
-
-@dataclass(frozen=True)
-class Target:
-    """
-    A target for our trigger, read against the peers' figures of the same run.
-
-    :param row: the figure.
-    :param limit: the largest value that meets it, given every family's medians.
-    :param text: the target as the table says it, given the limit.
-    """
-
-    row: Row
-    limit: Callable[[dict[str, dict[str, Any]]], float | None]
-    text: Callable[[float | None], str]
-
-
-def _peer_median(key: str, row: Row) -> Callable[[dict[str, dict[str, Any]]], float | None]:
-    return lambda figures: figures[key][row.key]["median"]
-
-
-def _best_peer(row: Row) -> Callable[[dict[str, dict[str, Any]]], float | None]:
-    def limit(figures: dict[str, dict[str, Any]]) -> float | None:
-        values = [figures[peer.key][row.key]["median"] for peer in PEERS]
-        known = [v for v in values if v is not None]
-        return min(known) if known else None
-
-    return limit
-
-
-def _fixed(value: float) -> Callable[[dict[str, dict[str, Any]]], float | None]:
-    return lambda figures: value
-
-
-def _needed_plus_one(figures: dict[str, dict[str, Any]]) -> float | None:
-    needed = figures[OURS.key][NEEDED_ROW.key]["median"]
-    return needed + 1 if needed is not None else None
-
-
-_ROW = {row.key: row for row in (*ROWS, IMPORT_ROW)}
-TARGETS = (
-    Target(
-        _ROW["cpu_ms_per_poll"],
-        _peer_median("databricks", _ROW["cpu_ms_per_poll"]),
-        lambda limit: f"<= Databricks' ({_ROW['cpu_ms_per_poll'].format(limit)})",
-    ),
-    Target(
-        _ROW["lag_p99_ms"],
-        _best_peer(_ROW["lag_p99_ms"]),
-        lambda limit: f"<= best peer's ({_ROW['lag_p99_ms'].format(limit)})",
-    ),
-    Target(
-        _ROW["bytes_per_poll"],
-        _fixed(BASELINE_BYTES_PER_POLL),
-        lambda limit: f"<= {BASELINE_BYTES_PER_POLL:,} B (baseline)",
-    ),
-    Target(
-        _ROW["connections_per_trigger"],
-        _fixed(BASELINE_CONNECTIONS_PER_TRIGGER),
-        lambda limit: "<= 1",
-    ),
-    Target(
-        _ROW["rss_kib_per_trigger"],
-        _fixed(BASELINE_RSS_KIB),
-        lambda limit: f"<= {BASELINE_RSS_KIB:.0f} KiB (baseline)",
-    ),
-    Target(
-        _ROW["requests_per_trigger"],
-        _needed_plus_one,
-        lambda limit: f"<= polls needed + 1 ({_ROW['requests_per_trigger'].format(limit)})",
-    ),
-    Target(
-        IMPORT_ROW,
-        lambda figures: (
-            None if (best := _best_peer(IMPORT_ROW)(figures)) is None else best * BASELINE_IMPORT_RATIO
-        ),
-        lambda limit: f"<= {BASELINE_IMPORT_RATIO:.3f} x the lighter peer's ({IMPORT_ROW.format(limit)})",
-    ),
-)
-_TARGET = {target.row.key: target for target in TARGETS}
-
-
-def verdict(target: Target, figures: dict[str, dict[str, Any]]) -> tuple[Verdict, float | None]:
-    """
-    Whether our trigger meets a target, and the limit it was held to.
-
-    :param target: the target.
-    :param figures: every family's medians.
-    """
-    ours = figures[OURS.key][target.row.key]["median"]
-    limit = target.limit(figures)
-    if ours is None or limit is None:
-        return Verdict.FAIL, limit
-    return Verdict.of(ours <= limit), limit
-
-
-def comparison_table(
-    figures: dict[str, dict[str, Any]], titles: dict[str, str], events: dict[str, tuple[int, int]]
-) -> str:
-    """
-    The comparison as a Markdown table: a column per family, the ratios ours / peer, our target.
-
-    :param figures: every family's medians.
-    :param titles: each family's column title.
-    :param events: each family's events right and expected, all rounds together.
-    """
-    header = ["median over rounds", *titles.values()]
-    header += [f"ours / {peer.title}" for peer in PEERS] + ["target (ours)", "result"]
-    rows = [header]
-    for row in (*ROWS, IMPORT_ROW):
-        values = {key: figures[key][row.key]["median"] for key in titles}
-        target = _TARGET.get(row.key)
-        if target is not None:
-            outcome, limit = verdict(target, figures)
-            target_text, result = target.text(limit), outcome.value
-        else:
-            target_text, result = "-", Verdict.INFO.value
-        rows.append(
-            [
-                row.name,
-                *(row.format(values[key]) for key in titles),
-                *(_format_ratio(_ratio(values[OURS.key], values[peer.key])) for peer in PEERS),
-                target_text,
-                result,
-            ]
-        )
-    all_right = all(right == expected and expected > 0 for right, expected in events.values())
-    rows.append(
-        [
-            "events right (all rounds)",
-            *(f"{events[key][0]:,} / {events[key][1]:,}" for key in titles),
-            *(["-"] * len(PEERS)),
-            "all, every family",
-            Verdict.of(all_right).value,
-        ]
-    )
-    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
-
-    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(rows[0]), separator, *(line(r) for r in rows[1:])])
-
-
 def judge(
-    runs: dict[str, list[dict[str, Any]]],
-    import_ms: dict[str, list[float]],
-    options: argparse.Namespace,
-    wall_seconds: float,
+    runs: dict[str, list[dict[str, Any]]], import_ms: dict[str, list[float]], options: Any
 ) -> BenchResult:
     """
-    The comparison's figures for the ``make bench`` table, and its own table and numbers for the JSON file.
+    The comparison's figures (ours, each peer's, the ratios) and the capacity figures of our runs.
 
     :param runs: each family's round results.
     :param import_ms: each family's import samples.
-    :param options: the command line.
-    :param wall_seconds: how long the comparison took.
+    :param options: the command line of ``python -m benchmarks``.
     """
-    figures = medians(runs, import_ms)
-    events = {key: _events(family_runs) for key, family_runs in runs.items()}
-    titles = {
-        family.key: (
-            f"{family.title} {_version(family)}" + (" (TLS)" if family.uses_tls(options.tls) else "")
-            if family is not OURS
-            else f"ours {_version(family)}" + (" (TLS)" if options.tls else "")
-        )
-        for family in FAMILIES.values()
+    ran = {key: [run for run in family_runs if "error" not in run] for key, family_runs in runs.items()}
+    rounds = {
+        key: {k: [v for r in ran[key] if (v := r["figures"].get(k)) is not None] for k, *_ in ROWS}
+        | {
+            "polls_needed": [r["figures"]["polls_needed"] for r in ran[key]],
+            "import_ms": import_ms.get(key, []),
+        }
+        for key in runs
     }
-    table = comparison_table(figures, titles, events)
-    right = sum(r for r, _ in events.values())
-    expected = sum(e for _, e in events.values())
-    broken = [
-        f"{run['family']} round {index + 1}: {run['error']}"
-        for family_runs in runs.values()
-        for index, run in enumerate(family_runs)
-        if "error" in run
+    medians: Medians = {key: {k: median(v) for k, v in values.items()} for key, values in rounds.items()}
+    titles = [
+        f"{f.title} {_version(f.distribution)}" + (" (TLS)" if f.uses_tls(options.tls) else "")
+        for f in FAMILIES.values()
     ]
-    result_figures = [
+    expected = options.rounds * options.triggers
+    right = [sum(run["events_right"] for run in ran[key]) for key in runs]
+    broken = [
+        f"{key} round {i + 1}: {r['error']}" for key in runs for i, r in enumerate(runs[key]) if "error" in r
+    ]
+    figures = [
         Figure(
             SECTION,
-            f"events right, every family and round ({options.rounds} x {options.triggers:,} triggers each)",
-            f"{right:,} / {expected:,}" + (f"; broken: {'; '.join(broken)}" if broken else ""),
-            f"all {len(FAMILIES) * options.rounds * options.triggers:,}",
-            Verdict.of(not broken and right == expected == len(FAMILIES) * options.rounds * options.triggers),
+            f"events right, {options.rounds} round(s) x {options.triggers:,} triggers: " + ", ".join(titles),
+            ", ".join(f"{n:,}" for n in right) + (f"; broken: {'; '.join(broken)}" if broken else ""),
+            f"all {expected:,}, every family",
+            verdict(not broken and all(n == expected for n in right)),
             right,
         )
     ]
-    for target in TARGETS:
-        outcome, limit = verdict(target, figures)
-        ours = figures[OURS.key][target.row.key]["median"]
-        ratios = ", ".join(
-            f"x{_format_ratio(_ratio(ours, figures[peer.key][target.row.key]['median']))} {peer.title}"
-            for peer in PEERS
-        )
-        result_figures.append(
+    for key, name, unit, digits in ROWS:
+        ours = medians[OURS.key][key]
+        peers = []
+        for peer in PEERS:
+            theirs = medians[peer.key][key]
+            ratio = "n/a" if ours is None or not theirs else f"x{ours / theirs:.2f}"
+            peers.append(f"{peer.title} {_format(theirs, unit, digits)}, {ratio}")
+        target, outcome = "", INFO
+        if key in TARGETS:
+            limit = TARGETS[key][0](medians)
+            target = TARGETS[key][1].format(_format(limit, unit, digits))
+            outcome = verdict(ours is not None and limit is not None and ours <= limit)
+        figures.append(
             Figure(
                 SECTION,
-                f"ours: {target.row.name}",
-                f"{target.row.format(ours)} ({ratios})",
-                target.text(limit),
+                f"ours: {name}",
+                f"{_format(ours, unit, digits)} ({'; '.join(peers)})",
+                target,
                 outcome,
                 ours,
             )
         )
-    lag_max = _ROW["lag_max_ms"]
-    result_figures.append(
-        Figure(
-            SECTION,
-            f"ours: {lag_max.name}",
-            f"{lag_max.format(figures[OURS.key][lag_max.key]['median'])} ("
-            + ", ".join(
-                f"{peer.title} {lag_max.format(figures[peer.key][lag_max.key]['median'])}" for peer in PEERS
-            )
-            + ")",
-            raw=figures[OURS.key][lag_max.key]["median"],
-        )
+    figures += capacity_figures(ran[OURS.key])
+    scenario = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
+    return BenchResult(
+        figures, {"titles": titles, "medians": medians, "rounds": rounds, "scenario": scenario, "runs": runs}
     )
-    details = {
-        "table": table,
-        "titles": titles,
-        "figures": figures,
-        "events": {key: {"right": r, "expected": e} for key, (r, e) in events.items()},
-        "scenario": {
-            "triggers": options.triggers,
-            "rounds": options.rounds,
-            "poll_interval": options.poll_interval,
-            "job_seconds": list(options.job_seconds),
-            "seed": options.seed,
-            "tls_for_all": options.tls,
-            "import_rounds": options.import_rounds,
-        },
-        "wall_seconds": wall_seconds,
-        "runs": runs,
-    }
-    return BenchResult(result_figures, details)
 
 
-def run(options: argparse.Namespace) -> BenchResult:
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def capacity_figures(ours: list[dict[str, Any]]) -> list[Figure]:
+    """
+    The triggerer capacity, from our comparison runs: each is as many of our triggers at once on one loop.
+
+    :param ours: our runs that ran.
+    """
+    if not ours:
+        return [Figure(CAPACITY_SECTION, "our comparison runs", "none ran", "runs", FAIL)]
+    worst = max(ours, key=lambda run: run["figures"]["lag_max_ms"])
+    lag = worst["figures"]["lag_max_ms"]
+    memory = max(
+        (v for run in ours if (v := run["figures"]["rss_kib_per_trigger"]) is not None), default=None
+    )
+    return [
+        Figure(
+            CAPACITY_SECTION,
+            f"largest event-loop lag, {worst['triggers']:,} triggers, worst of {len(ours)} run(s)",
+            f"{lag:,.0f} ms (longest full GC {worst['full_gc']['longest_ms']:,.0f} ms; each run: "
+            + ", ".join(f"{run['figures']['lag_max_ms']:,.0f}" for run in ours)
+            + " ms)",
+            f"< {CAPACITY_LAG_MS:.0f} ms",
+            verdict(lag < CAPACITY_LAG_MS),
+            lag,
+        ),
+        Figure(
+            CAPACITY_SECTION,
+            "memory (RSS) per waiting trigger, worst run",
+            _format(memory, " KiB", 1),
+            f"< {CAPACITY_MEMORY_KIB:.0f} KiB",
+            verdict(memory is not None and memory < CAPACITY_MEMORY_KIB),
+            memory,
+        ),
+    ]
+
+
+def run(options: Any) -> BenchResult:
     """
     Time the imports, start the fake server, run the rounds, and judge.
 
-    :param options: the command line.
+    :param options: the command line of ``python -m benchmarks``.
     """
-    started = time.perf_counter()
-    families = list(FAMILIES.values())
-    import_ms = time_imports(families, options.import_rounds) if options.import_rounds > 0 else {}
-    runs: dict[str, list[dict[str, Any]]] = {family.key: [] for family in families}
-    logs = options.output.parent
-    with running_fake_server() as server:
-        for round_index in range(options.rounds):
-            for family in families:
-                runs[family.key].append(run_family(family, server, round_index, options, logs))
-    return judge(runs, import_ms, options, time.perf_counter() - started)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line parser."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
-    parser.add_argument("--output", type=Path, required=True, help="where to write the JSON result")
-    parser.add_argument("--triggers", type=int, default=1000, help="triggers per family and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each running every family once")
-    parser.add_argument("--poll-interval", type=float, default=5.0)
-    parser.add_argument(
-        "--job-seconds", type=float, nargs=2, default=DEFAULT_JOB_SECONDS, metavar=("LO", "HI")
-    )
-    parser.add_argument("--import-rounds", type=int, default=DEFAULT_IMPORT_ROUNDS)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--tls", action="store_true", help="every family over HTTPS (dbt Cloud always is)")
-    return parser
-
-
-def main() -> None:
-    """Parse the command line, run, print the table, and write the result."""
-    options = build_parser().parse_args()
-    result = run(options)
-    print(result.details["table"], flush=True)
-    result.write(options.output)
-
-
-if __name__ == "__main__":
-    main()
+    import_ms = time_imports(options.compare_import_rounds)
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in FAMILIES}
+    with (options.results / "fake-server.log").open("w") as log, running_fake_server(log) as server:
+        for index in range(options.rounds):
+            draw = random.Random(DEFAULT_SEED + index)
+            seconds = [draw.uniform(*options.job_seconds) for _ in range(options.triggers)]
+            for key, family in FAMILIES.items():
+                runs[key].append(run_family(family, server, seconds, options, f"compare-{key}-{index + 1}"))
+    return judge(runs, import_ms, options)

@@ -1,45 +1,63 @@
 """
-The fake job-status server of the trigger comparison, in a process of its own, and the client to drive it.
+The benchmarks' one server process: AtScale's API (the package's emulator), and the two peers' APIs.
 
-``python -m benchmarks.fake_server [--certificates DIR]``
+``python -m benchmarks.fake_server --certificates DIR``
 
-One process on 127.0.0.1 serving :class:`benchmarks.fake_apis.FakeApis` on three listeners: ``api`` (plain
-HTTP), ``api_tls`` (HTTPS, for clients that build ``https://`` URLs whatever they are told, such as the dbt
-Cloud hook) and ``control`` (the ``/_fake/`` paths the benchmark uses, so its own requests never mix with a
-family's connections). The TLS certificate is made at start-up, signed by a throwaway CA whose certificate
-file the process reports. It installs its signal handlers, starts every listener, and only then prints one
-line ``FAKE_SERVER <json>`` (the URLs, token and CA file); it serves until SIGTERM or SIGINT.
+One process on 127.0.0.1, three listeners: ``api`` (plain HTTP), ``api_tls`` (HTTPS, for clients that build
+``https://`` URLs whatever they are told, such as the dbt Cloud hook) and ``control`` (the ``/_fake/``
+paths, so the benchmark's own requests never mix with a family's connections). ``/api/...`` goes to
+:class:`benchmarks.peer_apis.PeerApis`; every other path to the ASGI application of an
+``airflow_provider_atscale.emulator.EmulatorServer`` (never started: this process serves it). The emulator
+takes a batch's timings from its model, so whenever the benchmark asks for AtScale work the emulator is
+replaced by a fresh one with a model per batch.
+
+Around all of it, the measurements the benchmarks need: per API, the requests, the bytes of each answer
+(status line, headers and body: what crossed the socket before any TLS) and the distinct client ports (a
+TCP connection keeps its port while it lives); for AtScale, each request's client port, method and model.
+
+The TLS certificate is made at start-up, signed by a throwaway CA whose file the process reports. Once every
+listener serves, it prints one line ``FAKE_SERVER <json>`` and serves until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
+import http
 import ipaddress
 import json
-import os
-import resource
 import secrets
+import select
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from benchmarks.announced_process import announced_process
-from benchmarks.fake_apis import FakeApis
+from benchmarks.loop_probes import raise_open_file_limit
+from benchmarks.peer_apis import DATABRICKS, DBT, PeerApis
 
+ATSCALE = "atscale"
+APIS = (DBT, DATABRICKS, ATSCALE)
 READY_PREFIX = "FAKE_SERVER "
 HOST = "127.0.0.1"
 LISTEN_BACKLOG = 4096
 KEEP_ALIVE_SECONDS = 75
-LISTENERS = ("api", "api_tls", "control")
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 15.0
+QUEUE_SECONDS = 1.0
+"""Seconds each AtScale batch of the comparison stays ``new``, as the peers' jobs stay queued."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +70,6 @@ class FakeServerInfo:
     :param control_url: the base URL of the control paths.
     :param token: the API token every API accepts.
     :param ca_file: the CA certificate that signed the HTTPS listener's certificate (PEM).
-    :param pid: the server process id.
     """
 
     url: str
@@ -60,7 +77,6 @@ class FakeServerInfo:
     control_url: str
     token: str
     ca_file: str
-    pid: int
 
     @property
     def port(self) -> int:
@@ -72,48 +88,185 @@ class FakeServerInfo:
         """The HTTPS API port."""
         return int(self.tls_url.rsplit(":", 1)[1])
 
-    def to_json(self) -> dict[str, Any]:
-        """The description as JSON (to hand to a family's process)."""
-        return {
-            "url": self.url,
-            "tls_url": self.tls_url,
-            "control_url": self.control_url,
-            "token": self.token,
-            "ca_file": self.ca_file,
-            "pid": self.pid,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FakeServerInfo:
-        """
-        Read a description written by :meth:`to_json`.
-
-        :param data: the JSON object.
-        """
-        return cls(**data)
-
     def control(self, action: str, body: dict[str, Any] | None = None) -> Any:
         """
         Call a control path: ``POST`` with a body, else ``GET``; return its JSON.
 
-        :param action: ``jobs``, ``stats``, ``reset`` or ``health``.
+        :param action: ``jobs``, ``atscale``, ``reset``, ``stats`` or ``requests``.
         :param body: the JSON body, for a POST.
         """
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.control_url}/_fake/{action}", data=data)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())
+
+    def atscale_batches(self) -> list[dict[str, Any]]:
+        """The emulator's batches (``GET /_emulator/batches``): ``endTime`` once each has ended."""
+        with urllib.request.urlopen(f"{self.url}/_emulator/batches", timeout=60) as response:
+            result: list[dict[str, Any]] = json.loads(response.read())
+            return result
 
 
 @contextmanager
-def running_fake_server() -> Iterator[FakeServerInfo]:
-    """Run ``python -m benchmarks.fake_server`` for the duration of a ``with`` block."""
+def running_fake_server(log: IO[str] | None = None) -> Iterator[FakeServerInfo]:
+    """
+    Run ``python -m benchmarks.fake_server`` for the duration of a ``with`` block, once it serves.
+
+    :param log: where its standard error goes; this process's by default.
+    """
     with tempfile.TemporaryDirectory(prefix="bench-fake-server-") as directory:
         command = [sys.executable, "-m", "benchmarks.fake_server", "--certificates", directory]
-        with announced_process(command, READY_PREFIX, what="The fake server") as (ready, pid):
-            yield FakeServerInfo.from_json({**ready, "pid": pid})
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            # Its one line on stdout: nothing more can fill the pipe.
+            assert process.stdout is not None
+            readable, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_SECONDS)
+            line = process.stdout.readline() if readable else ""
+            if not line.startswith(READY_PREFIX):
+                raise RuntimeError(f"The fake server did not start (exit status {process.poll()})")
+            yield FakeServerInfo(**json.loads(line[len(READY_PREFIX) :]))
+        finally:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class FakeServer:
+    """
+    The ASGI application: routes each request to its API and measures it; serves the control paths.
+
+    :param token: the API token every API accepts (the emulator's too).
+    """
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.peers = PeerApis(token)
+        self.counts: dict[str, dict[str, Any]] = {}
+        self.atscale_requests: list[tuple[int, str, str | None]] = []
+        self.reset()
+        self.use_emulator([])
+
+    def reset(self) -> None:
+        """Forget every count and recorded request (the jobs stay)."""
+        self.counts = {api: {"requests": 0, "wire_bytes": 0, "ports": set()} for api in APIS}
+        self.atscale_requests.clear()
+
+    def use_emulator(self, timings: Sequence[tuple[float, float]]) -> list[str]:
+        """
+        Serve a fresh emulator whose one catalog holds one model per timing; return the models' ids.
+
+        Each model is the emulator's default model (its aggregates) under a new id, with its own timings.
+
+        :param timings: each model's seconds ``new`` and seconds building.
+        """
+        from airflow_provider_atscale.emulator import (
+            DEFAULT_CATALOG_ID,
+            DEFAULT_MODEL_ID,
+            CatalogConfig,
+            EmulatorConfig,
+            EmulatorServer,
+            ModelConfig,
+        )
+
+        base: ModelConfig = next(
+            m for c in EmulatorConfig().catalogs for m in c.models if m.id == DEFAULT_MODEL_ID
+        )
+        models = tuple(
+            dataclasses.replace(
+                base, id=str(uuid.uuid4()), name=f"Model {i}", queue_seconds=q, build_seconds=b
+            )
+            for i, (q, b) in enumerate(timings)
+        )
+        catalog = CatalogConfig(id=DEFAULT_CATALOG_ID, name="Benchmark catalog", models=models)
+        self.emulator = EmulatorServer(EmulatorConfig(catalogs=(catalog,), api_tokens=(self.token,)))
+        self.catalog_id = DEFAULT_CATALOG_ID
+        return [model.id for model in models]
+
+    def atscale_jobs(self, seconds: Sequence[float]) -> list[dict[str, Any]]:
+        """
+        A fresh emulator with one model per duration, and on each model a batch ending that long from now.
+
+        Each model has built once before (a batch made just earlier), so the newest history page the
+        provider reads first is full. A batch stays ``new`` for at most :data:`QUEUE_SECONDS`.
+
+        :param seconds: each batch's duration, from its creation to its end.
+        """
+        model_ids = self.use_emulator([(min(QUEUE_SECONDS, s), max(0.0, s - QUEUE_SECONDS)) for s in seconds])
+        jobs = []
+        for model_id, duration in zip(model_ids, seconds, strict=True):
+            self.emulator.state.create_batch(self.catalog_id, model_id, is_full_build=True)
+            created = time.time()
+            batch = self.emulator.state.create_batch(self.catalog_id, model_id, is_full_build=True)
+            jobs.append(
+                {"id": batch.id, "model_id": model_id, "created": created, "ends": created + duration}
+            )
+        return jobs
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith("/_fake/"):
+            await self._control(scope, receive, send)
+            return
+        if path.startswith("/_emulator/"):
+            await self.emulator.app(scope, receive, send)
+            return
+        api = DBT if path.startswith("/api/v2/") else DATABRICKS if path.startswith("/api/2.") else ATSCALE
+        counts = self.counts[api]
+        port = (scope.get("client") or ("", 0))[1]
+        counts["requests"] += 1
+        counts["ports"].add(port)
+        if api == ATSCALE:
+            query = dict(urllib.parse.parse_qsl(scope["query_string"].decode("latin-1")))
+            model = query.get("modelId") or (path.rsplit("/models/", 1)[1] if "/models/" in path else None)
+            self.atscale_requests.append((port, scope["method"], model))
+
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                line = f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+                headers = sum(len(name) + len(value) + 4 for name, value in message.get("headers", []))
+                counts["wire_bytes"] += len(line) + headers + 2
+            elif message["type"] == "http.response.body":
+                counts["wire_bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        await (self.peers if api != ATSCALE else self.emulator.app)(scope, receive, counted)
+
+    async def _control(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = json.loads(body) if body else {}
+        action, status = scope["path"][len("/_fake/") :], 200
+        payload: Any
+        if action == "jobs":
+            api, seconds = request["api"], [float(s) for s in request["seconds"]]
+            jobs = self.atscale_jobs(seconds) if api == ATSCALE else self.peers.create_jobs(api, seconds)
+            payload = {"catalog_id": self.catalog_id, "jobs": jobs}
+        elif action == "atscale":
+            models = self.use_emulator([(float(q), float(b)) for q, b in request["timings"]])
+            payload = {"catalog_id": self.catalog_id, "model_ids": models}
+        elif action == "reset":
+            self.reset()
+            payload = {"reset": True}
+        elif action == "stats":
+            payload = {api: {**c, "ports": len(c["ports"])} for api, c in self.counts.items()}
+        elif action == "requests":
+            payload = self.atscale_requests
+        else:
+            status, payload = 404, {"message": f"No control path {scope['path']}"}
+        raw = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": raw})
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
@@ -128,17 +281,22 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    validity = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2))
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airflow-provider-atscale bench CA")])
+
+    def certificate(subject: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+        )
+
     ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity[0])
-        .not_valid_after(validity[1])
+        certificate(ca_name, ca_key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
@@ -147,13 +305,7 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity[0])
-        .not_valid_after(validity[1])
+        certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]), key.public_key())
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False
         )
@@ -164,23 +316,15 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    ca_file, cert_file, key_file = (
-        directory / "ca.pem",
-        directory / "server.pem",
-        directory / "server-key.pem",
-    )
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
+    files = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    return ca_file, cert_file, key_file
-
-
-def _listening_socket() -> socket.socket:
-    return socket.create_server((HOST, 0), backlog=LISTEN_BACKLOG)
+    return files
 
 
 async def serve(certificates: Path) -> int:
@@ -190,18 +334,9 @@ async def serve(certificates: Path) -> int:
     :param certificates: the directory for the TLS files.
     """
     import uvicorn
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    app = FakeApis(secrets.token_urlsafe(24))
+    app = FakeServer(secrets.token_urlsafe(24))
     ca_file, cert_file, key_file = make_certificates(certificates)
-
-    def counting_protocol(listener: str) -> type[HttpToolsProtocol]:
-        class CountingProtocol(HttpToolsProtocol):
-            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-                app.connection_made(listener)
-                super().connection_made(transport)
-
-        return CountingProtocol
 
     class QuietServer(uvicorn.Server):
         # The process installs its own signal handlers, once, for every listener.
@@ -210,16 +345,17 @@ async def serve(certificates: Path) -> int:
             yield
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    sockets = {listener: _listening_socket() for listener in LISTENERS}
-    servers = []
-    for listener in sockets:
-        tls = {"ssl_certfile": str(cert_file), "ssl_keyfile": str(key_file)} if listener == "api_tls" else {}
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    listeners = {
+        name: socket.create_server((HOST, 0), backlog=LISTEN_BACKLOG)
+        for name in ("api", "api_tls", "control")
+    }
+    servers, tasks = [], []
+    for name, sock in listeners.items():
+        tls = {"ssl_certfile": str(cert_file), "ssl_keyfile": str(key_file)} if name == "api_tls" else {}
         config = uvicorn.Config(
             app,
-            http=counting_protocol(listener),
             lifespan="off",
             log_level="warning",
             access_log=False,
@@ -230,15 +366,12 @@ async def serve(certificates: Path) -> int:
             **tls,  # type: ignore[arg-type]
         )
         servers.append(QuietServer(config))
-    tasks = [
-        asyncio.create_task(server.serve(sockets=[sock]))
-        for server, sock in zip(servers, sockets.values(), strict=True)
-    ]
+        tasks.append(asyncio.create_task(servers[-1].serve(sockets=[sock])))
     while not all(server.started for server in servers):
         if any(task.done() for task in tasks):
             return 1
         await asyncio.sleep(0.01)
-    ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
+    ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
     ready = {
         "url": f"http://{HOST}:{ports['api']}",
         "tls_url": f"https://{HOST}:{ports['api_tls']}",
@@ -247,8 +380,7 @@ async def serve(certificates: Path) -> int:
         "ca_file": str(ca_file),
     }
     print(READY_PREFIX + json.dumps(ready), flush=True)
-    waiting = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -258,15 +390,12 @@ async def serve(certificates: Path) -> int:
 def main() -> int:
     """Parse the command line and serve."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fake_server", description=__doc__)
-    parser.add_argument("--certificates", type=Path, help="directory for the TLS files (default: a new one)")
+    parser.add_argument("--certificates", type=Path, required=True, help="directory for the TLS files")
     args = parser.parse_args()
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    directory = args.certificates or Path(tempfile.mkdtemp(prefix="bench-fake-server-"))
-    os.makedirs(directory, exist_ok=True)
+    raise_open_file_limit()
     import uvloop
 
-    return uvloop.run(serve(directory))
+    return uvloop.run(serve(args.certificates))
 
 
 if __name__ == "__main__":

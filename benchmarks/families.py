@@ -3,21 +3,18 @@ The three trigger families the comparison runs: ours, dbt Cloud's and Databricks
 
 Each family says how its Airflow connection points at the fake server, how the task that deferred would have
 built its trigger, which hook method answers a poll (so the benchmark can tell when every trigger has had
-one answered), which modules a DAG's triggerer imports for it, and what a right event looks like.
-
-:func:`make_atscale_trigger` is the one place that builds our trigger: when its arguments change, change it
-there.
+one answered), which modules the triggerer imports for it, and what a right event looks like.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.fake_apis import ATSCALE, DATABRICKS, DBT
-from benchmarks.fake_server import FakeServerInfo
+from benchmarks.fake_server import ATSCALE, FakeServerInfo
+from benchmarks.peer_apis import DATABRICKS, DBT, DBT_ACCOUNT_ID
 
 TRIGGER_TIMEOUT_SECONDS = 3600.0
 
@@ -30,9 +27,8 @@ class Job:
     :param id: the run id (dbt Cloud, Databricks) or batch id (AtScale).
     :param created: when it was made, in seconds since the epoch (when the task would have deferred).
     :param ends: when it ends.
-    :param model_id: the AtScale model, for AtScale batches.
+    :param model_id: the AtScale model.
     :param catalog_id: the AtScale catalog.
-    :param account_id: the dbt Cloud account.
     """
 
     id: Any
@@ -40,7 +36,6 @@ class Job:
     ends: float
     model_id: str = ""
     catalog_id: str = ""
-    account_id: int = 0
 
 
 def jobs_from_answer(answer: dict[str, Any]) -> list[Job]:
@@ -50,14 +45,7 @@ def jobs_from_answer(answer: dict[str, Any]) -> list[Job]:
     :param answer: the answer's JSON.
     """
     return [
-        Job(
-            id=job["id"],
-            created=answer["created"],
-            ends=job["ends"],
-            model_id=job["model_id"] or "",
-            catalog_id=answer["catalog_id"],
-            account_id=answer["account_id"],
-        )
+        Job(job["id"], job["created"], job["ends"], job.get("model_id") or "", answer["catalog_id"])
         for job in answer["jobs"]
     ]
 
@@ -65,8 +53,6 @@ def jobs_from_answer(answer: dict[str, Any]) -> list[Job]:
 def make_atscale_trigger(job: Job, conn_id: str, poll_interval: float) -> Any:
     """
     Our trigger, as ``AtScaleAggregateBuildOperator`` defers with it right after starting a build.
-
-    The one place the benchmarks build it for the comparison: its arguments are about to change.
 
     :param job: the batch.
     :param conn_id: the ``atscale`` connection.
@@ -151,25 +137,17 @@ def _databricks_succeeded(job: Job, payload: dict[str, Any]) -> bool:
 
 
 def _atscale_connection(server: FakeServerInfo, tls: bool) -> dict[str, Any]:
-    connection: dict[str, Any] = {
-        "conn_type": "atscale",
-        "host": server.tls_url if tls else server.url,
-        "password": server.token,
-    }
+    connection: dict[str, Any] = {"conn_type": "atscale", "host": server.url, "password": server.token}
     if tls:
-        connection["extra"] = {"verify": server.ca_file}
+        connection.update(host=server.tls_url, extra=json.dumps({"verify": server.ca_file}))
     return connection
 
 
 def _dbt_connection(server: FakeServerInfo, tls: bool) -> dict[str, Any]:
     # The hook builds https://{host}/api/v2/accounts/...: the host ("Tenant") takes the port too, and the
-    # process trusts the fake server's CA through SSL_CERT_FILE (see connection_environment).
-    return {
-        "conn_type": "dbt_cloud",
-        "host": f"127.0.0.1:{server.tls_port}",
-        "login": "70403103936",
-        "password": server.token,
-    }
+    # process trusts the fake server's CA through SSL_CERT_FILE (see Family.connection_environment).
+    host = f"127.0.0.1:{server.tls_port}"
+    return {"conn_type": "dbt_cloud", "host": host, "login": str(DBT_ACCOUNT_ID), "password": server.token}
 
 
 def _databricks_connection(server: FakeServerInfo, tls: bool) -> dict[str, Any]:
@@ -192,7 +170,6 @@ class Family:
     :param title: its name in the table.
     :param distribution: the package it comes from, for its version.
     :param api: the fake server API it polls.
-    :param conn_id: its Airflow connection id.
     :param modules: its trigger and hook modules: what the triggerer imports to run it.
     :param hook_class: ``module:Class`` of the hook whose ``poll_method`` answers one poll.
     :param poll_method: that method.
@@ -206,7 +183,6 @@ class Family:
     title: str
     distribution: str
     api: str
-    conn_id: str
     modules: tuple[str, ...]
     hook_class: str
     poll_method: str
@@ -215,14 +191,10 @@ class Family:
     connection: Callable[[FakeServerInfo, bool], dict[str, Any]]
     always_tls: bool = False
 
-    def make_triggers(self, jobs: Sequence[Job], poll_interval: float) -> list[Any]:
-        """
-        One trigger per job.
-
-        :param jobs: the jobs.
-        :param poll_interval: seconds between polls.
-        """
-        return [self.make_trigger(job, self.conn_id, poll_interval) for job in jobs]
+    @property
+    def conn_id(self) -> str:
+        """Its Airflow connection id."""
+        return f"{self.key}_bench"
 
     def connection_environment(self, server: FakeServerInfo, tls: bool) -> dict[str, str]:
         """
@@ -234,11 +206,8 @@ class Family:
         :param server: the fake server.
         :param tls: whether to speak HTTPS even where plain HTTP is possible.
         """
-        connection = self.connection(server, tls)
-        if isinstance(connection.get("extra"), dict):
-            connection["extra"] = json.dumps(connection["extra"])
         return {
-            f"AIRFLOW_CONN_{self.conn_id.upper()}": json.dumps(connection),
+            f"AIRFLOW_CONN_{self.conn_id.upper()}": json.dumps(self.connection(server, tls)),
             "SSL_CERT_FILE": server.ca_file,
         }
 
@@ -256,10 +225,9 @@ OURS = Family(
     title="ours",
     distribution="airflow-provider-atscale",
     api=ATSCALE,
-    conn_id="atscale_bench",
     modules=("airflow_provider_atscale.triggers.atscale", "airflow_provider_atscale.hooks.atscale"),
     hook_class="airflow_provider_atscale.hooks.atscale:AtScaleHook",
-    poll_method="aget_aggregate_batch",
+    poll_method="aread_batch",
     make_trigger=make_atscale_trigger,
     succeeded=_atscale_succeeded,
     connection=_atscale_connection,
@@ -269,7 +237,6 @@ DBT_CLOUD = Family(
     title="dbt Cloud",
     distribution="apache-airflow-providers-dbt-cloud",
     api=DBT,
-    conn_id="dbt_cloud_bench",
     modules=("airflow.providers.dbt.cloud.triggers.dbt", "airflow.providers.dbt.cloud.hooks.dbt"),
     hook_class="airflow.providers.dbt.cloud.hooks.dbt:DbtCloudHook",
     poll_method="get_job_status",
@@ -283,7 +250,6 @@ DATABRICKS_JOBS = Family(
     title="Databricks",
     distribution="apache-airflow-providers-databricks",
     api=DATABRICKS,
-    conn_id="databricks_bench",
     modules=(
         "airflow.providers.databricks.triggers.databricks",
         "airflow.providers.databricks.hooks.databricks",

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+PASS, FAIL, INFO = "PASS", "FAIL", "info"
 
-class Verdict(str, Enum):
-    """How a figure compares with its target."""
 
-    PASS = "PASS"
-    FAIL = "FAIL"
-    INFO = "info"
+def verdict(passed: bool) -> str:
+    """
+    ``PASS`` or ``FAIL``.
 
-    @classmethod
-    def of(cls, passed: bool) -> Verdict:
-        """
-        ``PASS`` or ``FAIL``.
-
-        :param passed: whether the target was met.
-        """
-        return cls.PASS if passed else cls.FAIL
+    :param passed: whether the target was met.
+    """
+    return PASS if passed else FAIL
 
 
 @dataclass(frozen=True)
@@ -33,11 +26,11 @@ class Figure:
     """
     One measured figure.
 
-    :param section: the benchmark it belongs to, e.g. ``Triggerer capacity``.
+    :param section: the benchmark it belongs to, e.g. ``2. Triggerer capacity``.
     :param name: what was measured.
     :param value: the figure, formatted for the table (units included).
     :param target: the target, as a reader would say it; empty for a figure reported for information.
-    :param verdict: how the figure compares with the target.
+    :param verdict: ``PASS``, ``FAIL`` or ``info``.
     :param raw: the unformatted value(s), for the JSON file.
     """
 
@@ -45,23 +38,8 @@ class Figure:
     name: str
     value: str
     target: str = ""
-    verdict: Verdict = Verdict.INFO
+    verdict: str = INFO
     raw: Any = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The figure as a JSON object."""
-        data = asdict(self)
-        data["verdict"] = self.verdict.value
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Figure:
-        """
-        Read a figure written by :meth:`to_json`.
-
-        :param data: the JSON object.
-        """
-        return cls(**{**data, "verdict": Verdict(data["verdict"])})
 
 
 @dataclass
@@ -82,7 +60,7 @@ class BenchResult:
 
         :param path: the file.
         """
-        payload = {"figures": [f.to_json() for f in self.figures], "details": self.details}
+        payload = {"figures": [asdict(f) for f in self.figures], "details": self.details}
         path.write_text(json.dumps(payload, indent=2, default=str))
 
     @classmethod
@@ -93,16 +71,16 @@ class BenchResult:
         :param path: the file.
         """
         payload = json.loads(path.read_text())
-        return cls([Figure.from_json(f) for f in payload["figures"]], payload["details"])
+        return cls([Figure(**f) for f in payload["figures"]], payload["details"])
 
 
-def median(values: Sequence[float]) -> float:
+def median(values: Sequence[float]) -> float | None:
     """
-    The median, or NaN for no values.
+    The median, or ``None`` for no values.
 
     :param values: the samples.
     """
-    return statistics.median(values) if values else float("nan")
+    return statistics.median(values) if values else None
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -115,25 +93,21 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
-    return ordered[rank]
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-def render_table(figures: Iterable[Figure]) -> str:
+def render_table(figures: Sequence[Figure]) -> str:
     """
-    The figures as a Markdown table, one row each, grouped by section in the order given.
+    The figures as a Markdown table, one row each.
 
     :param figures: the figures.
     """
     rows = [("Benchmark", "Figure", "Value", "Target", "Result")]
-    rows += [(f.section, f.name, f.value, f.target or "-", f.verdict.value) for f in figures]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
-
-    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(rows[0]), separator, *(line(row) for row in rows[1:])])
+    rows += [(f.section, f.name, f.value, f.target or "-", f.verdict) for f in figures]
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 def summary_line(figures: Sequence[Figure]) -> str:
@@ -142,8 +116,8 @@ def summary_line(figures: Sequence[Figure]) -> str:
 
     :param figures: the figures.
     """
-    judged = [f for f in figures if f.verdict is not Verdict.INFO]
-    missed = [f for f in judged if f.verdict is Verdict.FAIL]
+    judged = [f for f in figures if f.verdict != INFO]
+    missed = [f for f in judged if f.verdict == FAIL]
     text = f"{len(judged) - len(missed)} of {len(judged)} targets met"
     if missed:
         text += "; MISSED: " + "; ".join(
