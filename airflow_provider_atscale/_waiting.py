@@ -7,7 +7,9 @@ A poll that fails in a way that may pass (no answer, 429, 5xx) never ends the wa
 polling goes on, backing off to at most the poll interval, and the outage is logged when it starts and when it
 ends. The connection is read again first when AtScale refuses the token or does not know the batch (a rotated
 token, a moved host), and when an outage starts and then every :data:`RECONNECT_EVERY` seconds of it: if it
-changed, the wait carries on with it at once. An error that stays ends the wait.
+changed, the wait carries on with it at once. A token refused after AtScale has answered the connection ends
+the wait only once the connection has stayed as it is for :data:`TOKEN_REFUSED_GRACE` (a rotated token is
+put in the connection after it is minted); any other error that stays ends it at once.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
 
 OUTAGE_FIRST_BACKOFF = 5.0
 """Seconds before polling again after a first failed poll; doubled after each, up to the poll interval."""
+TOKEN_REFUSED_GRACE = 600.0
+"""Seconds a wait goes on while AtScale refuses the connection's token (401) and the connection stays as it
+is: minting a new API token revokes the old one at once, and the connection is edited after it."""
 RECONNECT_EVERY = 300.0
 """Seconds between readings of the connection while AtScale cannot be reached: a host fixed in the
 connection reaches the wait, and a long outage does not read it on every poll."""
@@ -200,6 +205,10 @@ class Wait:
         self._estimate = "not given"
         self._seen_until = plan.slot_before(_clock.now()) if resumed else None
         self._outage_began: float | None = None
+        # Whether AtScale has answered this connection before (the task read the batch, or a poll did): a
+        # token refused after that was revoked, not wrong from the start.
+        self._answered = plan.last_status is not None
+        self._refused_since: float | None = None
         self._outage_error: AtScaleError | None = None
         self._backoff = OUTAGE_FIRST_BACKOFF
         self._reconnected_at = -math.inf
@@ -236,6 +245,9 @@ class Wait:
             now = _clock.now()
             if not reconnected and await self._reconnected(error, now):
                 return await self.step(reconnected=True)
+            if isinstance(error, AtScaleAuthError) and error.http_status == 401 and self._answered:
+                self._refused(error, now)
+                return None
             if not may_pass(error):
                 raise
             if self._outage_began is None:
@@ -252,6 +264,7 @@ class Wait:
             self._outage_error = error
             return None
         now = _clock.now()
+        self._answered, self._refused_since = True, None
         if self._outage_began is not None:
             self._log.warning(
                 "AtScale answers polls of batch %s again, after %s",
@@ -269,6 +282,20 @@ class Wait:
         if outcome is None:
             return None
         return WaitResult(outcome, batch.id, batch, f"AtScale batch {batch.id} is {batch.status}")
+
+    def _refused(self, error: AtScaleAuthError, now: float) -> None:
+        """A refused token, the connection unchanged: poll on (reading it before each poll) for a grace."""
+        if self._refused_since is None:
+            self._refused_since = now
+            self._log.warning(
+                "AtScale refuses the token of the connection polling batch %s (%s); polling on, reading the "
+                "connection again before each poll, for up to %s",
+                self.plan.batch_id,
+                clip(error),
+                format_duration(TOKEN_REFUSED_GRACE),
+            )
+        if now - self._refused_since >= TOKEN_REFUSED_GRACE:
+            raise error
 
     async def _reconnected(self, error: AtScaleError, now: float) -> bool:
         """Read the connection again where the failure may come from an edit of it; whether it changed."""

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_provider_atscale._waiting import (
     RECONNECT_EVERY,
+    TOKEN_REFUSED_GRACE,
     Outcome,
     Wait,
     WaitPlan,
@@ -283,17 +284,55 @@ def test_an_error_that_stays_ends_the_wait_at_once_without_reading_the_connectio
 # Reading the connection again
 
 
-@pytest.mark.parametrize("error", [REFUSED, NOT_FOUND], ids=["401", "404"])
-def test_a_refused_token_or_unknown_batch_ends_the_wait_when_the_connection_is_unchanged(
-    clock: FakeClock, error: AtScaleError
-) -> None:
-    atscale = AtScale(clock, batch("inprogress"), error, batch("done"))
+def test_an_unknown_batch_ends_the_wait_when_the_connection_is_unchanged(clock: FakeClock) -> None:
+    atscale = AtScale(clock, batch("inprogress"), NOT_FOUND, batch("done"))
 
-    with pytest.raises(type(error)):
+    with pytest.raises(AtScaleNotFoundError):
         run(atscale)
 
     assert atscale.polled_at == after(60, 120)
     assert atscale.reconnected_at == after(120), "read before giving up"
+
+
+def test_a_token_refused_after_an_answer_is_polled_on_reading_the_connection_until_the_grace_ends(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    atscale = AtScale(clock, batch("inprogress"), REFUSED)
+
+    with pytest.raises(AtScaleAuthError):
+        run(atscale)
+
+    refused = [t for t in atscale.polled_at if t > START + 60]
+    assert refused[-1] - refused[0] == TOKEN_REFUSED_GRACE
+    assert atscale.reconnected_at == refused, "the connection read before each refused poll is given up"
+    assert sum("refuses the token" in m for m in messages(caplog)) == 1
+
+
+def test_a_token_refused_until_the_connection_changes_within_the_grace_lets_the_wait_go_on(
+    clock: FakeClock,
+) -> None:
+    atscale = AtScale(clock, batch("inprogress"), REFUSED, REFUSED, REFUSED, batch("done"))
+    reconnects = iter([False, False, True])
+    atscale.reconnect = lambda: _answer(atscale, next(reconnects))  # type: ignore[method-assign]
+
+    result = run(atscale)
+
+    assert result.outcome is Outcome.SUCCEEDED
+    assert atscale.polled_at == after(60, 120, 180, 240, 240)
+
+
+def test_a_token_refused_before_atscale_ever_answered_the_wait_ends_it_at_once(clock: FakeClock) -> None:
+    atscale = AtScale(clock, REFUSED, batch("done"))
+
+    with pytest.raises(AtScaleAuthError):
+        run(atscale, plan(last_status=None))  # type: ignore[arg-type]
+
+    assert atscale.polled_at == after(60)
+
+
+async def _answer(atscale: AtScale, changed: bool) -> bool:
+    atscale.reconnected_at.append(atscale.clock.now())
+    return changed
 
 
 @pytest.mark.parametrize(
@@ -313,13 +352,17 @@ def test_a_failed_poll_with_a_changed_connection_polls_again_at_once_and_goes_on
     assert not any("does not answer" in m for m in messages(caplog)), "no outage"
 
 
-def test_a_poll_refused_again_after_a_changed_connection_ends_the_wait(clock: FakeClock) -> None:
+def test_a_token_refused_again_by_every_changed_connection_ends_the_wait_after_the_grace(
+    clock: FakeClock,
+) -> None:
     atscale = AtScale(clock, REFUSED, changed=True)
 
     with pytest.raises(AtScaleAuthError):
         run(atscale)
 
-    assert atscale.polled_at == after(60, 60), "one re-read of the connection per poll"
+    assert atscale.polled_at[:4] == after(60, 60, 120, 120), "polled again at once after each change"
+    assert len(atscale.reconnected_at) == len(atscale.polled_at) / 2, "one re-read of the connection per poll"
+    assert atscale.polled_at[-1] - atscale.polled_at[0] == TOKEN_REFUSED_GRACE
 
 
 def test_a_long_outage_reads_the_connection_when_it_starts_then_every_five_minutes(clock: FakeClock) -> None:
