@@ -188,6 +188,49 @@ class AirflowApi:
                 lines.append(str(entry))
         return "\n".join(lines)
 
+    def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """
+        The asset events that triggered a DAG run (none for a run not triggered by assets).
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        """
+        events: list[dict[str, Any]] = self.get(
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/upstreamAssetEvents"
+        )["asset_events"]
+        return events
+
+    def create_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """
+        Create a connection in Airflow's database.
+
+        :param conn_id: the connection id.
+        :param conn_type: its type.
+        :param fields: its other fields: ``host``, ``password``, ``extra`` (a JSON string), ...
+        """
+        body = {"connection_id": conn_id, "conn_type": conn_type, **fields}
+        request_json("POST", f"{self.url}/api/v2/connections", body)
+
+    def patch_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """
+        Change some fields of a connection in Airflow's database, leaving the others as they are.
+
+        :param conn_id: the connection id.
+        :param conn_type: its type, which the API wants in every body (left as it is).
+        :param fields: the fields to change, e.g. ``password``.
+        """
+        body = {"connection_id": conn_id, "conn_type": conn_type, **fields}
+        query = urllib.parse.urlencode({"update_mask": list(fields)}, doseq=True)
+        request_json("PATCH", f"{self.url}/api/v2/connections/{_q(conn_id)}?{query}", body)
+
+    def delete_connection(self, conn_id: str) -> None:
+        """
+        Delete a connection from Airflow's database.
+
+        :param conn_id: the connection id.
+        """
+        request_json("DELETE", f"{self.url}/api/v2/connections/{_q(conn_id)}")
+
     def jobs(self, job_type: str) -> list[dict[str, Any]]:
         """
         Every job of a type (``TriggererJob``, ``SchedulerJob``, ``DagProcessorJob``).
@@ -205,7 +248,8 @@ def _q(segment: str) -> str:
 @dataclass(frozen=True)
 class EmulatorControl:
     """
-    The emulator's control endpoints (``/_emulator``): its request log, its batches and its faults.
+    The emulator's control endpoints (``/_emulator``): its request log, its batches, its faults and its API
+    tokens.
 
     The request log holds every request's headers, API tokens included: it is read here and never written
     to a file.
@@ -233,6 +277,18 @@ class EmulatorControl:
         """Every batch created since the emulator started, as batch history shows them."""
         batches: list[dict[str, Any]] = request_json("GET", f"{self.url}/_emulator/batches")
         return batches
+
+    def rotate_api_token(self, old: str) -> str:
+        """
+        Mint a new API token in place of ``old``, as AtScale does when its user creates one: ``old`` and every
+        access token exchanged for it are refused from then on. Return the new token.
+
+        :param old: an API token the emulator accepts.
+        """
+        answer: dict[str, str] = request_json(
+            "POST", f"{self.url}/_emulator/api-tokens/rotate", {"token": old}
+        )
+        return answer["token"]
 
     def set_faults(self, **faults: Any) -> None:
         """

@@ -48,6 +48,7 @@ DEPLOYMENT_DAGS = ROOT / "tests" / "deployment" / "dags"
 EXAMPLE_DAG_IDS = frozenset(
     {
         "atscale_nightly_incremental_build",
+        "atscale_refresh_sales_dashboard",
         "atscale_build_many_models",
         "atscale_sales_etl",
         "atscale_post_etl_full_rebuild",
@@ -61,6 +62,7 @@ DEPLOYMENT_DAG_IDS = frozenset(
         "atscale_deployment_worker_kill",
         "atscale_deployment_bad_credentials",
         "atscale_deployment_failing_build",
+        "atscale_deployment_token_rotation",
     }
 )
 
@@ -70,6 +72,9 @@ EMULATOR_BUILD_SECONDS = 4
 EXAMPLE_POLL_INTERVAL = 2
 # A token AtScale refuses, distinctive enough to find wherever it might leak.
 BAD_TOKEN = f"deployment-bad-token-{secrets.token_hex(12)}"
+# The API token the rotation scenario's connection starts with: the emulator accepts it beside its demo token,
+# and nothing else uses it, so rotating it leaves ``atscale_default`` working for every other scenario.
+ROTATING_TOKEN = f"deployment-rotating-token-{secrets.token_hex(12)}"
 
 # Deadlines: generous, since the machine may be shared; none of them is ever waited out on success.
 DB_MIGRATE_SECONDS = 300.0
@@ -232,6 +237,8 @@ class Deployment:
                 "AIRFLOW_CONN_ATSCALE_DEFAULT": connection_json(self.emulator_url, self.emulator_token),
                 "AIRFLOW_CONN_ATSCALE_BAD_TOKEN": connection_json(self.emulator_url, BAD_TOKEN),
                 "ATSCALE_EXAMPLE_POLL_INTERVAL": str(EXAMPLE_POLL_INTERVAL),
+                # The AtScale URL the example DAGs name their model assets with, as the connection does.
+                "ATSCALE_URL": self.emulator_url,
             }
         )
         return env
@@ -275,6 +282,8 @@ class Deployment:
             str(EMULATOR_QUEUE_SECONDS),
             "--build-seconds",
             str(EMULATOR_BUILD_SECONDS),
+            "--api-token",
+            ROTATING_TOKEN,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # From the project's root, where its launcher (a module of the tests) is importable.

@@ -27,16 +27,21 @@ if os.environ.get("ATSCALE_DEPLOYMENT_TESTS") != "1":
 if int(version("apache-airflow").split(".")[0]) < 3:
     pytest.skip("the deployment is Airflow 3's (api-server, dag-processor)", allow_module_level=True)
 
+from airflow_provider_atscale.emulator import default_catalogs
+from airflow_provider_atscale.emulator.state import TABLE_SCHEMA
 from tests.deployment.clients import is_build_post, model_of
 from tests.deployment.dags.deployment_catalog import (
+    DEMO_MODEL_ID,
     FAILING_MODEL_ID,
     MANY_DEFERRED,
     OUTAGE,
+    ROTATING_CONN_ID,
+    TOKEN_ROTATION,
     TRIGGERER_RESTART,
     WORKER_KILL,
     ModelGroup,
 )
-from tests.deployment.deployment import BAD_TOKEN
+from tests.deployment.deployment import BAD_TOKEN, HOST, ROTATING_TOKEN
 from tests.deployment.processes import command_line, descendants
 from tests.deployment.scenarios import XCOM_BATCH_ID, XCOM_BATCH_STATUS, all_done, key, states
 
@@ -48,6 +53,16 @@ IN_PROGRESS_STATUSES = {"new", "pending", "inprogress", "running"}
 OUTAGE_SECONDS = 60.0
 # A failure "at once": one answer of AtScale and no retries; generous for a loaded machine.
 AT_ONCE_SECONDS = 30.0
+# What a wait logs when AtScale refuses its token and the connection has not changed yet.
+REFUSED_LOG = "AtScale refuses the token of the connection"
+# The demo model's aggregate tables, as a build of it names them (``schema.table``).
+DEMO_MODEL_TABLES = [
+    f"{TABLE_SCHEMA}.{aggregate.table_name}"
+    for catalog in default_catalogs()
+    for model in catalog.models
+    if model.id == DEMO_MODEL_ID
+    for aggregate in model.aggregates
+]
 
 
 def test_every_process_listens_on_127_0_0_1_only(deployment: Deployment) -> None:
@@ -61,21 +76,32 @@ def test_every_process_listens_on_127_0_0_1_only(deployment: Deployment) -> None
 # The example DAGs
 
 
-def test_example_nightly_build_runs_on_its_schedule_with_its_grace_periods(
+def test_example_nightly_build_runs_on_its_schedule_and_its_asset_event_triggers_the_dashboard_refresh(
     deployment: Deployment, scenario: Scenario
 ) -> None:
-    dag_id = "atscale_nightly_incremental_build"
+    dag_id, dashboard = "atscale_nightly_incremental_build", "atscale_refresh_sales_dashboard"
+    asset_uri = f"atscale://{HOST}:{deployment.emulator_port}/Sales%20Insights/Internet%20Sales"
 
-    # Unpaused, a cron DAG without catch-up runs once at once, for its latest schedule.
+    # The dashboard first, so the build's asset event finds it ready. Unpaused, a cron DAG without catch-up
+    # runs once at once, for its latest schedule.
+    deployment.api.set_paused(dashboard, False)
     deployment.api.set_paused(dag_id, False)
     try:
         run = deployment.wait_until(
             f"a scheduled run of {dag_id}", lambda: deployment.api.dag_runs(dag_id), timeout=120
         )[0]
         run = scenario.wait_for_run(dag_id, run["dag_run_id"])
+        refresh = deployment.wait_until(
+            f"a run of {dashboard} triggered by the build's asset event",
+            lambda: deployment.api.dag_runs(dashboard),
+            timeout=120,
+        )[0]
+        refresh = scenario.wait_for_run(dashboard, refresh["dag_run_id"])
     finally:
         deployment.api.set_paused(dag_id, True)
+        deployment.api.set_paused(dashboard, True)
     [ti] = scenario.task_instances(dag_id, run["dag_run_id"])
+    [refresh_ti] = scenario.task_instances(dashboard, refresh["dag_run_id"])
 
     assert run["run_type"] == "scheduled"
     assert (run["state"], ti["state"], ti["try_number"]) == ("success", "success", 1), states([ti])
@@ -86,6 +112,25 @@ def test_example_nightly_build_runs_on_its_schedule_with_its_grace_periods(
     assert batch_id in {batch["id"] for batch in scenario.batches()}
     assert scenario.xcom(ti, XCOM_BATCH_STATUS) == "done"
     assert scenario.xcom(ti, "return_value")["id"] == batch_id
+    # The build's asset event, as the dashboard's run consumed it.
+    assert refresh["run_type"] == "asset_triggered"
+    assert [r["dag_run_id"] for r in deployment.api.dag_runs(dashboard)] == [refresh["dag_run_id"]]
+    assert (refresh["state"], refresh_ti["state"], refresh_ti["try_number"]) == ("success", "success", 1), (
+        states([refresh_ti])
+    )
+    [event] = deployment.api.upstream_asset_events(dashboard, refresh["dag_run_id"])
+    assert (event["uri"], event["source_dag_id"], event["source_run_id"]) == (
+        asset_uri,
+        dag_id,
+        run["dag_run_id"],
+    )
+    assert {name: event["extra"].get(name) for name in ("batch_id", "build_type", "status")} == {
+        "batch_id": batch_id,
+        "build_type": "incremental",
+        "status": "done",
+    }
+    assert sorted(event["extra"]["aggregate_tables"]) == sorted(DEMO_MODEL_TABLES)
+    assert scenario.xcom(refresh_ti, "return_value") == batch_id, "the dashboard read the build's batch"
 
 
 def test_example_many_models_build_each_model_and_the_sensor_waits_on_the_started_batch(
@@ -197,15 +242,7 @@ def test_triggerer_killed_while_tasks_are_deferred_its_successor_finishes_them(
     [old_job] = [job for job in deployment.api.jobs("TriggererJob") if job["state"] == "running"]
 
     run_id = scenario.trigger(dag_id)
-    scenario.wait_for_tasks(
-        dag_id,
-        run_id,
-        "every build deferred and its trigger running on the triggerer",
-        lambda tis: (
-            len(tis) == group.count
-            and all(ti["state"] == "deferred" and _trigger_started(scenario, ti) for ti in tis)
-        ),
-    )
+    _wait_until_every_build_waits_on_the_triggerer(scenario, dag_id, run_id, group)
     deployment.kill_triggerer()
     killed_at = time.monotonic()
     new_job_id = deployment.start_triggerer(dead_job_ids={old_job["id"]})
@@ -265,15 +302,7 @@ def test_atscale_unavailable_for_a_minute_while_deferred_every_build_succeeds_on
     scenario.models = set(group.model_ids)
 
     run_id = scenario.trigger(dag_id)
-    scenario.wait_for_tasks(
-        dag_id,
-        run_id,
-        "every build deferred and its trigger running",
-        lambda tis: (
-            len(tis) == group.count
-            and all(ti["state"] == "deferred" and _trigger_started(scenario, ti) for ti in tis)
-        ),
-    )
+    _wait_until_every_build_waits_on_the_triggerer(scenario, dag_id, run_id, group)
     deployment.emulator.set_faults(rate_503=1.0)
     try:
         unavailable = _hold_outage(scenario, dag_id, run_id, OUTAGE_SECONDS)
@@ -346,6 +375,52 @@ def test_failing_build_fails_its_tasks_with_each_failing_aggregate_and_its_messa
             assert message in log, (key(ti), message)
 
 
+def test_token_rotated_while_builds_are_deferred_every_wait_carries_on_with_the_patched_connection(
+    deployment: Deployment, scenario: Scenario
+) -> None:
+    dag_id, group, conn_id = "atscale_deployment_token_rotation", TOKEN_ROTATION, ROTATING_CONN_ID
+    scenario.models = set(group.model_ids)
+
+    # In Airflow's database, as a user keeps it: every process reads it from there when it reads it again.
+    deployment.api.create_connection(
+        conn_id, "atscale", host=deployment.emulator_url, password=ROTATING_TOKEN
+    )
+    try:
+        run_id = scenario.trigger(dag_id)
+        _wait_until_every_build_waits_on_the_triggerer(scenario, dag_id, run_id, group)
+        # Each trigger reads the connection at its first poll: once each has polled, each holds the old token.
+        deferred_at = time.time()
+        scenario.wait_for_tasks(
+            dag_id,
+            run_id,
+            "every trigger polling AtScale",
+            lambda tis: _polled_since(scenario, deferred_at) == set(group.model_ids),
+        )
+        # As a person rotates a token: mint the new one (AtScale revokes the old one at once), then, while the
+        # waits are refused the old one, put the new one in the connection.
+        rotated_at = time.time()
+        new_token = deployment.emulator.rotate_api_token(ROTATING_TOKEN)
+        scenario.wait_for_tasks(
+            dag_id,
+            run_id,
+            "AtScale refusing the old token to every wait",
+            lambda tis: all(REFUSED_LOG in _trigger_log(scenario, ti) for ti in tis),
+        )
+        deployment.api.patch_connection(conn_id, "atscale", password=new_token)
+        tis = scenario.wait_for_tasks(dag_id, run_id, "every build finished", all_done)
+    finally:
+        deployment.api.delete_connection(conn_id)
+    scenario.count_tasks(tis)
+    refused = _refused_since(deployment, rotated_at)
+    scenario.figures.extra["401s after the rotation"] = len(refused)
+
+    assert [(ti["state"], ti["try_number"]) for ti in tis] == [("success", 1)] * group.count, states(tis)
+    assert_one_batch_per_task(scenario, tis, group)
+    assert refused, "AtScale refused the old token mid-wait"
+    for ti in tis:
+        assert f"Connection '{conn_id}' changed" in _trigger_log(scenario, ti), key(ti)
+
+
 def test_every_process_still_listens_on_127_0_0_1_only(deployment: Deployment) -> None:
     sockets = deployment.listeners()
 
@@ -385,9 +460,41 @@ def _time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _trigger_started(scenario: Scenario, ti: dict[str, Any]) -> bool:
-    """Whether a triggerer has started running the trigger of a deferred task (its trigger log says so)."""
-    return any("starting" in path.read_text(errors="replace") for path in scenario.trigger_log_files(ti))
+def _trigger_log(scenario: Scenario, ti: dict[str, Any]) -> str:
+    return "".join(path.read_text(errors="replace") for path in scenario.trigger_log_files(ti))
+
+
+def _refused_since(deployment: Deployment, moment: float) -> list[dict[str, Any]]:
+    """The requests AtScale answered 401 since ``moment`` (epoch s)."""
+    return [r for r in deployment.emulator.requests() if r["status"] == 401 and r["received_at"] >= moment]
+
+
+def _polled_since(scenario: Scenario, moment: float) -> set[str]:
+    """The models of the scenario whose batch AtScale answered a GET about since ``moment`` (epoch s)."""
+    return {
+        str(model_of(request))
+        for request in scenario.requests()
+        if request["method"] == "GET" and request["status"] == 200 and request["received_at"] >= moment
+    }
+
+
+def _wait_until_every_build_waits_on_the_triggerer(
+    scenario: Scenario, dag_id: str, run_id: str, group: ModelGroup
+) -> None:
+    """Wait until every build task of a run is deferred and a triggerer has started running its trigger (its
+    trigger log says so)."""
+
+    def trigger_started(ti: dict[str, Any]) -> bool:
+        return any("starting" in path.read_text(errors="replace") for path in scenario.trigger_log_files(ti))
+
+    scenario.wait_for_tasks(
+        dag_id,
+        run_id,
+        "every build deferred and its trigger running on the triggerer",
+        lambda tis: (
+            len(tis) == group.count and all(ti["state"] == "deferred" and trigger_started(ti) for ti in tis)
+        ),
+    )
 
 
 def _task_process(deployment: Deployment, ti: dict[str, Any]) -> int:

@@ -19,6 +19,8 @@ from deployment_catalog import (
     MANY_DEFERRED,
     OUTAGE,
     POLL_INTERVAL,
+    ROTATING_CONN_ID,
+    TOKEN_ROTATION,
     TRIGGERER_RESTART,
     WORKER_KILL,
     ModelGroup,
@@ -54,6 +56,10 @@ deferred_builds("atscale_deployment_many_deferred", MANY_DEFERRED)
 deferred_builds("atscale_deployment_triggerer_restart", TRIGGERER_RESTART)
 # A retry is allowed so that a first try lost to the outage shows as such rather than as a failed run.
 deferred_builds("atscale_deployment_outage", OUTAGE, retries=1, retry_delay=RETRY_DELAY)
+# No retry: a wait lost to the rotated token fails its task.
+deferred_builds(
+    "atscale_deployment_token_rotation", TOKEN_ROTATION, atscale_conn_id=ROTATING_CONN_ID, retries=0
+)
 
 with DAG("atscale_deployment_worker_kill", schedule=None, start_date=START, catchup=False, tags=TAGS):
     AtScaleAggregateBuildOperator(

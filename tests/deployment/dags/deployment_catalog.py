@@ -29,6 +29,9 @@ FAILING_MODEL_ID = "8f37d9fd-6fa7-5d83-96b9-84a0e17ddda3"
 POLL_INTERVAL = 2
 # The connection with a token AtScale refuses; its variable is set by the deployment fixture.
 BAD_TOKEN_CONN_ID = "atscale_bad_token"
+# The connection whose token the rotation scenario rotates: created through the REST API, in Airflow's
+# database, never in an environment variable.
+ROTATING_CONN_ID = "atscale_rotating"
 
 
 @dataclass(frozen=True)
@@ -67,5 +70,8 @@ TRIGGERER_RESTART = ModelGroup("triggerer-restart", count=8, queue_seconds=1, bu
 WORKER_KILL = ModelGroup("worker-kill", count=1, queue_seconds=1, build_seconds=15)
 # Short: every poll the triggers make during the outage meets a 503, and the builds end within it.
 OUTAGE = ModelGroup("outage", count=5, queue_seconds=1, build_seconds=5)
+# Long enough to still be running when the token is rotated and the connection patched, and for each wait
+# to poll a few times after that.
+TOKEN_ROTATION = ModelGroup("token-rotation", count=5, queue_seconds=1, build_seconds=25)
 
-GROUPS = (MANY_DEFERRED, TRIGGERER_RESTART, WORKER_KILL, OUTAGE)
+GROUPS = (MANY_DEFERRED, TRIGGERER_RESTART, WORKER_KILL, OUTAGE, TOKEN_ROTATION)
