@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_atscale.emulator import DEFAULT_MODEL_ID, FAILING_MODEL_ID, SECOND_MODEL_ID
-from tests.compat import AIRFLOW_V_3_3_PLUS, only_on_airflow_3, skip_on
+from tests.compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS, only_on_airflow_3, skip_on
 from tests.dag_runs import load_dag, task_states, xcoms
 
 if TYPE_CHECKING:
@@ -260,14 +260,21 @@ def test_a_60s_outage_during_the_wait_ends_in_success_on_the_first_try(
 
 
 def asset_events(uri_prefix: str) -> list[tuple[str, dict[str, Any]]]:
-    """The URI and ``extra`` of every asset event of an asset whose URI starts so."""
-    from airflow.models.asset import AssetEvent, AssetModel
+    """The URI and ``extra`` of every asset (Airflow 2: dataset) event of an asset whose URI starts so."""
     from airflow.utils.session import create_session
 
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.models.asset import AssetEvent as Event
+        from airflow.models.asset import AssetModel as Model
+
+        asset_id = Event.asset_id
+    else:
+        from airflow.models.dataset import DatasetEvent as Event
+        from airflow.models.dataset import DatasetModel as Model
+
+        asset_id = Event.dataset_id
     with create_session() as session:
-        rows = session.query(AssetModel.uri, AssetEvent.extra).join(
-            AssetModel, AssetModel.id == AssetEvent.asset_id
-        )
+        rows = session.query(Model.uri, Event.extra).join(Model, Model.id == asset_id)
         return [(uri, extra) for uri, extra in rows if uri.startswith(uri_prefix)]
 
 

@@ -69,13 +69,20 @@ class TaskInstance(RecordingTaskInstance):
         self.pushes.append((key, len(self.clock.sleeps)))
 
 
+class OutletEvents(defaultdict[str, SimpleNamespace]):
+    """Asset events as Airflow's: one per outlet, made on first use, found by the asset's URI (Airflow 3.0's
+    assets are not hashable)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: SimpleNamespace(extra=None))
+
+    def __getitem__(self, asset: Any) -> SimpleNamespace:
+        return super().__getitem__(asset.uri)
+
+
 def context(clock: DrivenClock, **more: Any) -> dict[str, Any]:
-    """A task's context, with asset events as Airflow's: one per outlet, made on first use."""
-    return {
-        "ti": TaskInstance(clock),
-        "outlet_events": defaultdict(lambda: SimpleNamespace(extra=None)),
-        **more,
-    }
+    """A task's context, with asset events as Airflow's."""
+    return {"ti": TaskInstance(clock), "outlet_events": OutletEvents(), **more}
 
 
 def posts(emulator: EmulatorServer) -> list[RecordedRequest]:
