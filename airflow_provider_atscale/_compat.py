@@ -42,12 +42,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "AIRFLOW_VERSION",
-    "AIRFLOW_V_3_0_PLUS",
-    "AIRFLOW_V_3_2_PLUS",
-    "AIRFLOW_V_3_3_PLUS",
-    "BaseTrigger",
-    "TriggerEvent",
-    "mask_secret",
-]
+__all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_0_PLUS", "AIRFLOW_V_3_2_PLUS", "AIRFLOW_V_3_3_PLUS"]
+__all__ += ["BaseTrigger", "TriggerEvent", "mask_secret"]  # re-exported, for the modules that import them

@@ -176,14 +176,11 @@ def send(server: ServerState, budget: RetryBudget, request: ApiRequest) -> Flow[
 
 def trigger_build(server: ServerState, build: BuildRequest) -> Flow[AggregateBatch]:
     """
-    Post a build, never starting two.
-
-    A failure after which AtScale surely did not start a build (no connection, 429, 503) is retried by
-    :func:`send`. After an ambiguous one (the request reached AtScale but no clear answer came back: read
-    timeout, dropped connection, 500, 502, 504), the model's batch history is checked for a running batch of
-    this build type created since the POST (allowing :data:`CLOCK_SKEW`); if there is one, it is this POST's
-    batch; otherwise the build is posted again, within the call's budget. Where history cannot be read nothing
-    can be checked, and the error is raised rather than risk a second build.
+    Post a build, never starting two. A failure after which AtScale surely started nothing (no connection,
+    429, 503) is retried by :func:`send`; after an ambiguous one (read timeout, dropped connection, 500, 502,
+    504), batch history is checked for a running batch of this build type created since the POST (allowing
+    :data:`CLOCK_SKEW`): found, it is this POST's; else the build is posted again, within the call's budget.
+    Where history cannot be read, the error is raised rather than risk a second build.
     """
     budget = server.budget()
     request = ApiRequest(

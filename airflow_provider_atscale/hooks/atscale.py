@@ -174,13 +174,8 @@ class AtScaleHook(BaseHook):
         try:
             return self._run(_calls.trigger_build(self._state(), build))
         except AtScaleNotFoundError as error:
-            raise type(error)(
-                f"{error} [{self._known_models(build.catalog_id)}]",
-                method=error.method,
-                path=error.path,
-                status_code=error.http_status,
-                atscale_message=error.atscale_message,
-            ) from None
+            error.args = (f"{error} [{self._known_models(build.catalog_id)}]",)
+            raise
 
     def read_batch(self, ref: BatchRef) -> AggregateBatch:
         """:meth:`get_aggregate_batch` of a checked reference."""
