@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks.loop_probes import raise_open_file_limit
-from benchmarks.peer_apis import DATABRICKS, DBT, PeerApis
+from benchmarks.peer_apis import DATABRICKS, DBT, PeerApis, read_body
 
 ATSCALE = "atscale"
 APIS = (DBT, DATABRICKS, ATSCALE)
@@ -238,12 +238,7 @@ class FakeServer:
         await (self.peers if api != ATSCALE else self.emulator.app)(scope, receive, counted)
 
     async def _control(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         request = json.loads(body) if body else {}
         action, status = scope["path"][len("/_fake/") :], 200
         payload: Any

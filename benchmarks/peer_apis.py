@@ -93,12 +93,7 @@ class PeerApis:
         receive: Callable[[], Awaitable[dict[str, Any]]],
         send: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         path, now = scope["path"], time.time()
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         status: int
@@ -266,3 +261,13 @@ def _databricks_run(job: Job, now: float) -> dict[str, Any]:
         "attempt_number": 0,
         "format": "MULTI_TASK",
     }
+
+
+async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
+    """The whole body of an ASGI request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
