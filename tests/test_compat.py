@@ -21,9 +21,10 @@ def test_version_flags_follow_the_installed_airflow(flag: str, since: tuple[int,
 
 
 def test_a_secret_given_to_mask_secret_is_redacted_from_logs() -> None:
-    _compat.mask_secret("tok-compat-7c1d-secret")
+    # Upper case and digits: Airflow 2.11's masker keeps every secret the session registered, short ones too.
+    _compat.mask_secret("QZX9Q7KWPVJ2")
 
-    assert "7c1d" not in redact("Bearer tok-compat-7c1d-secret")
+    assert redact("Bearer QZX9Q7KWPVJ2") == "Bearer ***"
 
 
 def task_runner() -> object:
