@@ -143,9 +143,15 @@ class AggregateBatch:
         """``full``, ``incremental``, or ``unknown`` where AtScale did not say."""
         return "unknown" if self.is_full_build is None else "full" if self.is_full_build else "incremental"
 
+    @property
+    def estimate_seconds(self) -> float | None:
+        """AtScale's estimate in seconds, reading ``estimateTime`` as milliseconds; ``None`` if not given."""
+        return None if self.estimate_time is None else self.estimate_time / 1000.0
+
     def describe_estimate(self) -> str:
-        """AtScale's estimate, read as milliseconds, as a duration for a log line; or ``not given``."""
-        return "not given" if self.estimate_time is None else format_duration(self.estimate_time / 1000.0)
+        """AtScale's estimate as a duration for a log line, or ``not given``."""
+        seconds = self.estimate_seconds
+        return "not given" if seconds is None else format_duration(seconds)
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> AggregateBatch:
