@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_atscale.emulator import DEFAULT_CATALOG_ID as CATALOG_ID
 from airflow_provider_atscale.emulator import DEFAULT_MODEL_ID, FAILING_MODEL_ID, SECOND_MODEL_ID
 from tests.compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS, only_on_airflow_3, skip_on
 from tests.dag_runs import load_dag, task_states, xcoms
@@ -107,6 +108,27 @@ class TestWaiting:
         ) in logged
         assert xcoms("atscale_test_failing_model", dag_run.run_id)[("build", -1, "batch_status")] == "failed"
         assert asset_events(f"atscale://{emulator.url.split('://')[1]}/") == [], "a failed build emits none"
+
+
+@skip_on("3.0", reason="its dag.test() refuses an outlet asset that no DAG processor has registered")
+def test_a_successful_build_emits_its_model_asset_event_with_the_build(emulator: EmulatorServer) -> None:
+    dag_run = run("atscale_test_asset")
+
+    assert dag_run.state == "success"
+    uri = f"atscale://{emulator.url.split('://')[1]}/{CATALOG_ID}/{DEFAULT_MODEL_ID}"
+    (batch,) = emulator.state.batches()
+    tables = [
+        "as_agg_internet_sales_by_day",
+        "as_agg_internet_sales_by_product",
+        "as_agg_internet_sales_by_customer_geo",
+    ]
+    extra = {
+        "batch_id": batch.id,
+        "build_type": "full",
+        "status": "done",
+        "aggregate_tables": [f"atscale_aggs.{table}" for table in tables],
+    }
+    assert asset_events(uri) == [(uri, extra)]
 
 
 class WorkerDied(Exception):

@@ -69,9 +69,18 @@ for deferrable in (False, True):
             deferrable=deferrable,
         )
 
-FAILING_MODEL = model_asset(
-    os.environ.get("ATSCALE_URL", "https://atscale.test"), catalog_id=CATALOG_ID, model_id=FAILING_MODEL_ID
-)
+ATSCALE_URL = os.environ.get("ATSCALE_URL", "https://atscale.test")
+FAILING_MODEL = model_asset(ATSCALE_URL, catalog_id=CATALOG_ID, model_id=FAILING_MODEL_ID)
+
+with DAG("atscale_test_asset", schedule=None, start_date=START):
+    AtScaleAggregateBuildOperator(
+        task_id="build",
+        catalog_id=CATALOG_ID,
+        model_id=MODEL_ID,
+        full_build=True,
+        poll_interval=30,
+        outlets=[model_asset(ATSCALE_URL, catalog_id=CATALOG_ID, model_id=MODEL_ID)],
+    )
 
 with DAG("atscale_test_failing_model", schedule=None, start_date=START):
     AtScaleAggregateBuildOperator(
