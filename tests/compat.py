@@ -1,9 +1,5 @@
-"""
-Where Airflow keeps what the tests use, per version; the provider's own needs are in
-``airflow_provider_atscale._compat``, whose version flags this module shares.
-
-Also the skip markers for tests that cannot pass on some Airflow versions, each with its reason.
-"""
+"""Where Airflow keeps what the tests use, per version (the provider's own needs are in ``_compat``, whose
+version flags this module shares), and a skip marker for tests some Airflow versions cannot pass."""
 
 from __future__ import annotations
 
@@ -21,7 +17,6 @@ from airflow_provider_atscale._compat import (
 AIRFLOW_V_3_1_PLUS = AIRFLOW_V_3_0_PLUS and AIRFLOW_VERSION.split(".")[1] not in ("0",)
 
 AIRFLOW_MINOR = ".".join(AIRFLOW_VERSION.split(".")[:2])
-"""The installed Airflow's ``major.minor``, e.g. ``"3.0"``."""
 
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
@@ -59,35 +54,21 @@ def xcom_row_value(row: XComModel) -> Any:
     return row.value
 
 
-def only_on_airflow_3(reason: str) -> pytest.MarkDecorator:
-    """Skip on Airflow 2, saying why the test only makes sense on Airflow 3."""
-    return pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason=f"Airflow 3 only: {reason}")
-
-
 def skip_on(*minors: str, reason: str) -> pytest.MarkDecorator:
-    """
-    Skip on the given Airflow minors (``"3.0"``, ``"3.1"``), saying what they do differently.
-
-    :param minors: the minors, as ``major.minor``.
-    :param reason: why the test cannot pass there.
-    """
+    """Skip on the given Airflow minors (``"3.0"``), saying what they do differently."""
     return pytest.mark.skipif(
         AIRFLOW_MINOR in minors, reason=f"not on Airflow {' or '.join(minors)}: {reason}"
     )
 
 
 __all__ = [
-    "AIRFLOW_MINOR",
-    "AIRFLOW_VERSION",
     "AIRFLOW_V_3_0_PLUS",
-    "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "DAG",
     "DagBag",
     "TaskDeferred",
     "XComModel",
-    "only_on_airflow_3",
     "redact",
     "skip_on",
     "xcom_row_value",

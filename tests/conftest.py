@@ -1,9 +1,5 @@
-"""
-Shared test set-up.
-
-Airflow reads its configuration when first imported, so the throwaway AIRFLOW_HOME (SQLite, no examples)
-is set here, before any test module imports Airflow.
-"""
+"""Shared set-up. Airflow reads its configuration when first imported, so the throwaway AIRFLOW_HOME (SQLite,
+no examples) is set here, before any test module imports Airflow."""
 
 from __future__ import annotations
 
@@ -41,7 +37,7 @@ os.environ.pop("AIRFLOW_CONN_ATSCALE_DEFAULT", None)
 
 import pytest  # noqa: E402
 
-from tests.helpers import DrivenClock, FakeClock, connection_uri  # noqa: E402
+from tests.helpers import DrivenClock, FakeClock, use_connection  # noqa: E402
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.emulator import EmulatorServer
@@ -68,19 +64,22 @@ def _no_tokens_from_earlier_tests() -> Iterator[None]:
 @pytest.fixture
 def atscale_conn(monkeypatch: pytest.MonkeyPatch) -> str:
     """The default ``atscale`` connection, pointing at a host only requests-mock answers."""
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri())
+    use_connection(monkeypatch)
     return "atscale_default"
+
+
+def drive_the_provider(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    """The provider reads time and sleeps through this clock: its sleeps return at once."""
+    from airflow_provider_atscale import _clock
+
+    for name in ("now", "sleep", "asleep"):
+        monkeypatch.setattr(_clock, name, getattr(clock, name))
 
 
 @pytest.fixture
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Replace the provider's clock: sleeps return at once and move time forward."""
-    from airflow_provider_atscale import _clock
-
     clock = FakeClock()
-    monkeypatch.setattr(_clock, "now", clock.now)
-    monkeypatch.setattr(_clock, "sleep", clock.sleep)
-    monkeypatch.setattr(_clock, "asleep", clock.asleep)
+    drive_the_provider(monkeypatch, clock)
     return clock
 
 
@@ -111,25 +110,16 @@ def emulator_server(emulator_clock: DrivenClock) -> Iterator[EmulatorServer]:
 def emulator(
     emulator_server: EmulatorServer, emulator_clock: DrivenClock, monkeypatch: pytest.MonkeyPatch
 ) -> EmulatorServer:
-    """
-    The emulator, reset, as the ``atscale_default`` connection; the provider's clock is the emulator's,
-    so every wait the provider makes moves emulator time forward instead of sleeping.
-    """
-    from airflow_provider_atscale import _clock
-
+    """The emulator, reset, as the ``atscale_default`` connection; the provider's clock is the emulator's,
+    so every wait the provider makes moves emulator time forward instead of sleeping."""
     emulator_server.reset()
     # Back to real time: Airflow stamps its own dates (a try's start) with the real clock, and a test may
     # compare them with AtScale's, as a retry looking for its build does.
     emulator_clock.rewind()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ATSCALE_DEFAULT",
-        connection_uri(host=emulator_server.url, password=emulator_server.token),
-    )
+    use_connection(monkeypatch, emulator_server.url, emulator_server.token)
     # The AtScale URL DAGs name their model's asset with, when they are parsed.
     monkeypatch.setenv("ATSCALE_URL", emulator_server.url)
-    monkeypatch.setattr(_clock, "now", emulator_clock.now)
-    monkeypatch.setattr(_clock, "sleep", emulator_clock.sleep)
-    monkeypatch.setattr(_clock, "asleep", emulator_clock.asleep)
+    drive_the_provider(monkeypatch, emulator_clock)
     return emulator_server
 
 

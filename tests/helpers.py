@@ -1,31 +1,50 @@
-"""Constants and builders shared by the tests."""
+"""Constants, builders and fakes shared by the tests."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 BASE_URL = "https://atscale.test"
 TOKEN = "tok-3f9c2b7e-secret-api-token"
 CATALOG_ID = "c0ffee00-0000-4000-8000-000000000001"
 MODEL_ID = "c0ffee00-0000-4000-8000-000000000002"
+BATCH_ID = "5b9f7a1e-1111-4222-8333-944455556666"
+HISTORY_URL = f"{BASE_URL}/wapi/p/aggregate/batch-history"
+TOKEN_URL = f"{BASE_URL}/v1/token"
+"""The exchange of the API token for a JWT, which batch history wants."""
+INSTANCES_URL = f"{BASE_URL}/v1/aggregates/instances"
+TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
+CATALOGS_URL = f"{BASE_URL}/v1/catalogs"
+GRANT_URL = f"{BASE_URL}/auth/realms/atscale/protocol/openid-connect/token"
+"""The Identity Broker's token endpoint (password and refresh grants) in the default realm."""
 
 
-def connection_uri(host: str = BASE_URL, password: str | None = TOKEN, **extra: object) -> str:
+def connection_uri(
+    host: str = BASE_URL, password: str | None = TOKEN, login: str | None = None, **extra: object
+) -> str:
     """An ``atscale`` connection in Airflow's JSON form, for an ``AIRFLOW_CONN_*`` variable."""
     conn: dict[str, object] = {"conn_type": "atscale", "host": host}
-    if password is not None:
-        conn["password"] = password
-    if extra:
-        conn["extra"] = extra
+    fields = {"login": login, "password": password, "extra": extra or None}
+    conn.update((name, value) for name, value in fields.items() if value is not None)
     return json.dumps(conn)
+
+
+def use_connection(monkeypatch: pytest.MonkeyPatch, *args: str | None, **fields: object) -> None:
+    """Make ``atscale_default`` this connection (:func:`connection_uri`'s arguments)."""
+    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(*args, **fields))
 
 
 def batch_object(**overrides: object) -> dict[str, object]:
     """A batch object as AtScale's trigger answer carries it."""
     batch: dict[str, object] = {
-        "id": "5b9f7a1e-1111-4222-8333-944455556666",
+        "id": BATCH_ID,
         "catalogId": CATALOG_ID,
         "modelId": MODEL_ID,
         "createDate": "2025-02-27T09:53:22.654Z",
@@ -34,20 +53,7 @@ def batch_object(**overrides: object) -> dict[str, object]:
         "isFullBuild": False,
         "batchType": "aggregate_batch",
     }
-    batch.update(overrides)
-    return batch
-
-
-HISTORY_URL = f"{BASE_URL}/wapi/p/aggregate/batch-history"
-TOKEN_URL = f"{BASE_URL}/v1/token"
-"""The exchange of the API token for a JWT, which batch history wants."""
-ACCESS_TOKEN = "exchanged-access-token"
-INSTANCES_URL = f"{BASE_URL}/v1/aggregates/instances"
-TRIGGER_URL = f"{BASE_URL}/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
-CATALOGS_URL = f"{BASE_URL}/v1/catalogs"
-GRANT_URL = f"{BASE_URL}/auth/realms/atscale/protocol/openid-connect/token"
-"""The Identity Broker's token endpoint (password and refresh grants) in the default realm."""
-BATCH_ID = "5b9f7a1e-1111-4222-8333-944455556666"
+    return {**batch, **overrides}
 
 
 def history_page(*batches: dict[str, object], total: int | None = None) -> dict[str, object]:
@@ -60,14 +66,12 @@ def history_page(*batches: dict[str, object], total: int | None = None) -> dict[
     }
 
 
-def instance_object(
-    status: str, table: str, message: str | None = None, batch_id: str = BATCH_ID
-) -> dict[str, object]:
+def instance_object(status: str, table: str, batch_id: str = BATCH_ID) -> dict[str, object]:
     """An aggregate instance as AtScale's instances endpoint lists it."""
     return {
         "id": f"inst-{table}",
         "status": status,
-        "message": message,
+        "message": None,
         "tableName": table,
         "tableSchema": "atscale_aggs",
         "batchId": batch_id,
@@ -93,24 +97,43 @@ def jwt(exp: float, iat: float | None = None) -> str:
 
 
 class FakeClock:
-    """Drives the provider's waiting code: sleeping moves this clock forward at once."""
+    """Drives the provider's waiting code: ``time`` is now, and sleeping moves it forward at once."""
 
     def __init__(self, start: float = 1_767_225_600.0) -> None:
         self.time = start
         self.sleeps: list[float] = []
-        self.on_sleep: list[object] = []
 
     def now(self) -> float:
         return self.time
 
+    def advance(self, seconds: float) -> float:
+        self.time += seconds
+        return self.now()
+
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.time += seconds
-        for callback in self.on_sleep:
-            callback(seconds)  # type: ignore[operator]
+        self.advance(seconds)
 
     async def asleep(self, seconds: float) -> None:
         self.sleep(seconds)
+
+
+class DrivenClock(FakeClock):
+    """
+    One clock for the emulator and the provider in integration tests: ``time`` is how far it runs ahead of
+    real time, so batch dates compare sensibly with Airflow's own timestamps.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(start=0.0)
+
+    def now(self) -> float:
+        return time.time() + self.time
+
+    def rewind(self) -> None:
+        """Back to real time, forgetting the waits of earlier tests."""
+        self.time = 0.0
+        self.sleeps.clear()
 
 
 class RecordingTaskInstance:
@@ -138,38 +161,3 @@ class FakeStateStore:
     def set(self, key: str, value: object) -> None:
         self.values[key] = json.loads(json.dumps(value))
         self.writes.append(self.values[key])
-
-
-class DrivenClock:
-    """
-    One clock for the emulator and the provider in integration tests.
-
-    It never runs behind real time (so batch dates compare sensibly with Airflow's own timestamps), and
-    every sleep the provider asks for moves it forward at once instead of waiting.
-    """
-
-    def __init__(self) -> None:
-        import time
-
-        self._time = time.time
-        self.offset = 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self._time() + self.offset
-
-    def advance(self, seconds: float) -> float:
-        self.offset += seconds
-        return self.now()
-
-    def rewind(self) -> None:
-        """Back to real time, forgetting the waits of earlier tests."""
-        self.offset = 0.0
-        self.sleeps.clear()
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)

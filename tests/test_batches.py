@@ -146,8 +146,7 @@ def test_parse_api_datetime_reads_atscale_timestamps_on_every_python(
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(-3, "0.0s"), (0.84, "0.8s"), (42.4, "42s"), (1053, "17m 33s"), (7500, "2h 05m")],
+    ("seconds", "text"), [(-3, "0.0s"), (0.84, "0.8s"), (42.4, "42s"), (1053, "17m 33s"), (7500, "2h 05m")]
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

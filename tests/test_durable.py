@@ -6,7 +6,9 @@ it; never adopted by a first try. The dag.test() runs of tests/test_dag_runs.py 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -14,17 +16,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_atscale import _durable
-from airflow_provider_atscale._durable import finish, own_batch
 from airflow_provider_atscale._inputs import BuildRequest
-from airflow_provider_atscale.emulator import (
-    DEFAULT_CATALOG_ID,
-    DEFAULT_MODEL_ID,
-    SECOND_MODEL_ID,
-    FaultConfig,
-)
+from airflow_provider_atscale.emulator import DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, FaultConfig
+from airflow_provider_atscale.emulator.config import SECOND_MODEL_ID
 from airflow_provider_atscale.errors import AtScaleServerError
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
-from tests.helpers import FakeStateStore, RecordingTaskInstance, connection_uri
+from tests.helpers import FakeStateStore, RecordingTaskInstance, use_connection
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.batches import AggregateBatch
@@ -32,111 +29,96 @@ if TYPE_CHECKING:
     from tests.helpers import DrivenClock
 
 LOG = logging.getLogger("tests.durable")
-TRIGGER_PATH = "/v1/aggregates-batch/"
-HISTORY_PATH = "/wapi/p/aggregate/batch-history"
 STORE_KEY = "atscale_aggregate_build"
 """Spelled out: a record written by an earlier release must still be found."""
-BUILD = BuildRequest.parse(
-    catalog_id=DEFAULT_CATALOG_ID,
-    model_id=DEFAULT_MODEL_ID,
-    full_build=False,
-    grace_period_overrides={"factinternetsales": "30"},
-)
+BUILD = BuildRequest(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, False, {"factinternetsales": 30})
+RECORD = {
+    "catalog_id": DEFAULT_CATALOG_ID,
+    "model_id": DEFAULT_MODEL_ID,
+    "full_build": False,
+    "grace_period_overrides": {"factinternetsales": 30},
+    "posting_at": 0.0,
+    "batch_id": None,
+    "finished": False,
+}
+"""What a try of BUILD records before its POST."""
 
 
 class Store(FakeStateStore):
-    """The task state store, noting how many builds the emulator had been asked for at each write."""
+    """The task state store, noting how many builds had been posted at each write."""
 
-    def __init__(self, emulator: EmulatorServer) -> None:
+    def __init__(self, posts: Callable[[], int]) -> None:
         super().__init__()
-        self.emulator = emulator
-        self.posts_at_write: list[int] = []
+        self.posts, self.posts_at_write = posts, []
 
     def set(self, key: str, value: object) -> None:
-        self.posts_at_write.append(self.emulator.request_log.count("POST", TRIGGER_PATH))
+        self.posts_at_write.append(self.posts())
         super().set(key, value)
 
 
-def record(store: Store, batch_id: str | None, posting_at: float = 0.0, **changes: Any) -> Store:
-    """What an earlier try of BUILD left in the store."""
-    store.values[STORE_KEY] = {
-        "catalog_id": DEFAULT_CATALOG_ID,
-        "model_id": DEFAULT_MODEL_ID,
-        "full_build": False,
-        "grace_period_overrides": {"factinternetsales": 30},
-        "posting_at": posting_at,
-        "batch_id": batch_id,
-        "finished": False,
-        **changes,
-    }
-    return store
+class Tries:
+    """Tries of a task building BUILD against the emulator, and the task state store they share."""
 
+    def __init__(self, emulator: EmulatorServer, clock: DrivenClock) -> None:
+        self.emulator, self.clock, self.store = emulator, clock, Store(self.posts)
 
-def context(clock: DrivenClock, store: Store | None = None, try_number: int = 2) -> dict[str, Any]:
-    """A try's context: its number, when it started (now), and the task state store (Airflow 3.3)."""
-    started = datetime.fromtimestamp(clock.now(), tz=timezone.utc)
-    ti = RecordingTaskInstance(try_number=try_number, start_date=started)
-    return {"ti": ti} if store is None else {"ti": ti, "task_state_store": store}
+    def posts(self) -> int:
+        return self.emulator.request_log.count("POST", "/v1/aggregates-batch/")
 
+    def history_reads(self) -> int:
+        return self.emulator.request_log.count("GET", "/wapi/p/aggregate/batch-history")
 
-def own(
-    ctx: dict[str, Any], *, durable: bool = True, waiting: bool = True
-) -> tuple[str, AggregateBatch | None]:
-    return own_batch(AtScaleHook(), BUILD, ctx, LOG, durable=durable, waiting=waiting)
+    def earlier_build(self) -> str:
+        """A batch of BUILD, started as an earlier try did."""
+        return AtScaleHook().start_build(BUILD).id
 
+    def record(self, batch_id: str | None, **changes: Any) -> None:
+        """What an earlier try of BUILD left in the store."""
+        self.store.values[STORE_KEY] = {**RECORD, "batch_id": batch_id, **changes}
 
-def earlier_build() -> str:
-    """A batch of BUILD, started as an earlier try did."""
-    return AtScaleHook().start_build(BUILD).id
+    def context(self, try_number: int = 2, store: bool = True) -> dict[str, Any]:
+        """A try's context: its number, when it started (now), and the task state store (Airflow 3.3)."""
+        started = datetime.fromtimestamp(self.clock.now(), tz=timezone.utc)
+        ti = RecordingTaskInstance(try_number=try_number, start_date=started)
+        return {"ti": ti, "task_state_store": self.store} if store else {"ti": ti}
 
-
-def posts(emulator: EmulatorServer) -> int:
-    return emulator.request_log.count("POST", TRIGGER_PATH)
+    def own(self, context: dict[str, Any] | None = None, **kwargs: Any) -> tuple[str, AggregateBatch | None]:
+        options = {"durable": True, "waiting": True, **kwargs}
+        return _durable.own_batch(AtScaleHook(), BUILD, context or self.context(), LOG, **options)
 
 
 @pytest.fixture
-def store(emulator: EmulatorServer) -> Store:
-    return Store(emulator)
+def tries(emulator: EmulatorServer, emulator_clock: DrivenClock, caplog: pytest.LogCaptureFixture) -> Tries:
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    return Tries(emulator, emulator_clock)
 
 
 # With a task state store (Airflow 3.3)
 
 
-def test_a_first_try_records_its_build_before_the_post_and_the_batch_after(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store
-) -> None:
-    before = emulator_clock.now()
+def test_a_first_try_records_its_build_before_the_post_and_the_batch_after(tries: Tries) -> None:
+    before = tries.clock.now()
 
-    batch_id, batch = own(context(emulator_clock, store, try_number=1))
+    batch_id, batch = tries.own(tries.context(try_number=1))
 
-    intent, answered = store.writes
-    assert intent == {
-        "catalog_id": DEFAULT_CATALOG_ID,
-        "model_id": DEFAULT_MODEL_ID,
-        "full_build": False,
-        "grace_period_overrides": {"factinternetsales": 30},
-        "posting_at": pytest.approx(before, abs=5),
-        "batch_id": None,
-        "finished": False,
-    }
+    intent, answered = tries.store.writes
+    assert intent == {**RECORD, "posting_at": pytest.approx(before, abs=5)}
     assert answered == {**intent, "batch_id": batch_id}
-    assert store.posts_at_write == [0, 1]
+    assert tries.store.posts_at_write == [0, 1]
     assert batch is not None
     assert batch.id == batch_id
 
 
 def test_a_new_build_is_logged_in_one_line_without_the_token(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, caplog: pytest.LogCaptureFixture
+    tries: Tries, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOG.name)
-
-    batch_id, _ = own(context(emulator_clock, try_number=1))
+    batch_id, _ = tries.own(tries.context(try_number=1))
 
     assert [r.getMessage() for r in caplog.records if r.name == LOG.name] == [
         f"Started incremental AtScale build of model {DEFAULT_MODEL_ID} in catalog {DEFAULT_CATALOG_ID}: "
         f"batch {batch_id}, status new, estimate 1m 40s"
     ]
-    assert emulator.token not in caplog.text
+    assert tries.emulator.token not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -145,13 +127,13 @@ def test_a_new_build_is_logged_in_one_line_without_the_token(
     ids=["its batch", "another batch", "not durable"],
 )
 def test_finish_marks_the_record_of_its_batch_finished(
-    emulator: EmulatorServer, store: Store, batch_id: str, durable: bool, finished: bool
+    tries: Tries, batch_id: str, durable: bool, finished: bool
 ) -> None:
-    record(store, "b-1")
+    tries.record("b-1")
 
-    finish({"task_state_store": store}, batch_id, durable=durable)
+    _durable.finish({"task_state_store": tries.store}, batch_id, durable=durable)
 
-    assert store.values[STORE_KEY]["finished"] is finished  # type: ignore[index]
+    assert tries.store.values[STORE_KEY]["finished"] is finished  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -170,25 +152,16 @@ def test_finish_marks_the_record_of_its_batch_finished(
     ],
 )
 def test_a_retry_takes_the_recorded_batch_running_or_finished_good_without_posting(
-    emulator: EmulatorServer,
-    emulator_clock: DrivenClock,
-    store: Store,
-    caplog: pytest.LogCaptureFixture,
-    seconds: float,
-    status: str,
-    said: str,
+    tries: Tries, caplog: pytest.LogCaptureFixture, seconds: float, status: str, said: str
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOG.name)
-    batch_id = earlier_build()
-    emulator_clock.advance(seconds)
+    batch_id = tries.earlier_build()
+    tries.record(batch_id)
+    tries.clock.advance(seconds)
 
-    found_id, batch = own(context(emulator_clock, record(store, batch_id)))
+    found_id, batch = tries.own()
 
-    assert found_id == batch_id
-    assert batch is not None
-    assert batch.status == status
-    assert posts(emulator) == 1
-    assert store.writes == []
+    assert (found_id, batch.status if batch else None) == (batch_id, status)
+    assert (tries.posts(), tries.store.writes) == (1, [])
     assert said.format(batch_id) in caplog.text
 
 
@@ -202,22 +175,21 @@ def test_a_retry_takes_the_recorded_batch_running_or_finished_good_without_posti
     ids=["failed", "unknown status", "gone"],
 )
 def test_a_retry_starts_a_new_build_when_the_recorded_batch_ended_badly_or_is_gone(
-    emulator: EmulatorServer,
-    emulator_clock: DrivenClock,
-    store: Store,
+    tries: Tries,
     caplog: pytest.LogCaptureFixture,
     model_changes: dict[str, Any],
     recorded_id: str | None,
     said: str,
 ) -> None:
-    emulator.state.configure_model(DEFAULT_MODEL_ID, **model_changes)
-    earlier = earlier_build()
-    emulator_clock.advance(200)
+    tries.emulator.state.configure_model(DEFAULT_MODEL_ID, **model_changes)
+    earlier = tries.earlier_build()
+    tries.record(recorded_id or earlier)
+    tries.clock.advance(200)
 
-    batch_id, _ = own(context(emulator_clock, record(store, recorded_id or earlier)))
+    batch_id, _ = tries.own()
 
     assert batch_id not in (earlier, recorded_id)
-    assert posts(emulator) == 2
+    assert tries.posts() == 2
     assert said in caplog.text
 
 
@@ -231,139 +203,100 @@ def test_a_retry_starts_a_new_build_when_the_recorded_batch_ended_badly_or_is_go
     ],
     ids=["other overrides", "full build", "other model", "finished (a cleared task)"],
 )
-def test_a_record_of_another_build_is_not_resumed(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store, changes: dict[str, Any]
-) -> None:
-    earlier = earlier_build()
+def test_a_record_of_another_build_is_not_resumed(tries: Tries, changes: dict[str, Any]) -> None:
+    earlier = tries.earlier_build()
+    tries.record(earlier, **changes)
 
-    batch_id, _ = own(context(emulator_clock, record(store, earlier, **changes)))
-
-    assert batch_id != earlier
-    assert posts(emulator) == 2
-    assert emulator.request_log.count("GET", HISTORY_PATH) == 0, "nothing looked up"
-
-
-def test_a_retry_lost_between_post_and_record_resumes_the_build_created_since_the_post(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store
-) -> None:
-    posting_at = emulator_clock.now()
-    earlier = earlier_build()
-    emulator_clock.advance(20)
-
-    batch_id, _ = own(context(emulator_clock, record(store, None, posting_at)))
-
-    assert batch_id == earlier
-    assert posts(emulator) == 1
-
-
-def test_a_retry_lost_between_post_and_record_posts_when_nothing_was_created_since(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store
-) -> None:
-    emulator.state.configure_model(DEFAULT_MODEL_ID, build_seconds=7200)
-    earlier = earlier_build()  # still running, but created long before this task posted
-    emulator_clock.advance(600)
-
-    batch_id, _ = own(context(emulator_clock, record(store, None, emulator_clock.now())))
+    batch_id, _ = tries.own()
 
     assert batch_id != earlier
-    assert posts(emulator) == 2
+    assert (tries.posts(), tries.history_reads()) == (2, 0), "nothing looked up"
+
+
+@pytest.mark.parametrize(("build_seconds", "advance", "resumed"), [(100, 20, True), (7200, 600, False)])
+def test_a_retry_lost_between_post_and_record_resumes_only_a_build_created_since_the_post(
+    tries: Tries, build_seconds: float, advance: float, resumed: bool
+) -> None:
+    tries.emulator.state.configure_model(DEFAULT_MODEL_ID, build_seconds=build_seconds)
+    posting_at = tries.clock.now()
+    earlier = tries.earlier_build()  # still running either way
+    tries.clock.advance(advance)
+    tries.record(None, posting_at=posting_at if resumed else tries.clock.now())
+
+    batch_id, _ = tries.own()
+
+    assert (batch_id == earlier) is resumed
+    assert tries.posts() == (1 if resumed else 2)
 
 
 def test_an_unreadable_record_is_ignored_with_a_warning(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store, caplog: pytest.LogCaptureFixture
+    tries: Tries, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store.values[STORE_KEY] = {"catalog_id": DEFAULT_CATALOG_ID}
+    tries.store.values[STORE_KEY] = {"catalog_id": DEFAULT_CATALOG_ID}
 
-    own(context(emulator_clock, store))
+    tries.own()
 
-    assert posts(emulator) == 1
+    assert tries.posts() == 1
     assert "Ignoring an unreadable AtScale build record" in caplog.text
 
 
-def unreadable(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """From now on AtScale answers 503, and the connection does not retry."""
-    uri = connection_uri(host=emulator.url, password=emulator.token, max_retries=0)
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", uri)
-    emulator.faults.configure(FaultConfig(rate_503=1.0))
-
-
-def test_a_recorded_batch_whose_status_cannot_be_read_now_is_waited_on(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("waiting", [True, False])
+def test_a_recorded_batch_whose_status_cannot_be_read_now_is_waited_on_unless_the_task_does_not_wait(
+    tries: Tries, monkeypatch: pytest.MonkeyPatch, waiting: bool
 ) -> None:
-    earlier = earlier_build()
-    unreadable(emulator, monkeypatch)
+    earlier = tries.earlier_build()
+    tries.record(earlier)
+    use_connection(monkeypatch, tries.emulator.url, tries.emulator.token, max_retries=0)
+    tries.emulator.faults.configure(FaultConfig(rate_503=1.0))
 
-    assert own(context(emulator_clock, record(store, earlier))) == (earlier, None)
-    assert posts(emulator) == 1
+    with contextlib.nullcontext() if waiting else pytest.raises(AtScaleServerError):
+        assert tries.own(waiting=waiting) == (earlier, None)
 
-
-def test_a_recorded_batch_whose_status_cannot_be_read_now_fails_a_task_that_does_not_wait(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    earlier = earlier_build()
-    unreadable(emulator, monkeypatch)
-
-    with pytest.raises(AtScaleServerError):
-        own(context(emulator_clock, record(store, earlier)), waiting=False)
-    assert posts(emulator) == 1
+    assert tries.posts() == 1
 
 
 # Without a store (before Airflow 3.3)
 
 
 @pytest.mark.parametrize(
-    ("atscale_clock_ahead", "adopted"),
-    [
-        (-30, True),
-        (30, True),
-        (-200, False),
-        (200, False),
-        (-900, False),
-    ],
+    ("atscale_clock_ahead", "adopted"), [(-30, True), (30, True), (-200, False), (200, False), (-900, False)]
 )
 def test_without_a_store_a_retry_resumes_a_build_created_during_its_tries_by_atscale_clock(
-    emulator: EmulatorServer,
-    emulator_clock: DrivenClock,
-    monkeypatch: pytest.MonkeyPatch,
-    atscale_clock_ahead: float,
-    adopted: bool,
+    tries: Tries, monkeypatch: pytest.MonkeyPatch, atscale_clock_ahead: float, adopted: bool
 ) -> None:
-    first_try = emulator_clock.now()
+    first_try = tries.clock.now()
     monkeypatch.setattr(_durable, "_first_try", lambda context: (first_try, "the first try started"))
-    emulator.faults.configure(FaultConfig(clock_offset_seconds=atscale_clock_ahead))
-    earlier = earlier_build()
-    emulator_clock.advance(30)
+    tries.emulator.faults.configure(FaultConfig(clock_offset_seconds=atscale_clock_ahead))
+    earlier = tries.earlier_build()
+    tries.clock.advance(30)
 
-    batch_id, _ = own(context(emulator_clock))
+    batch_id, _ = tries.own(tries.context(store=False))
 
     assert (batch_id == earlier) is adopted
-    assert posts(emulator) == (1 if adopted else 2)
+    assert tries.posts() == (1 if adopted else 2)
 
 
-def test_a_first_try_never_looks_in_history(emulator: EmulatorServer, emulator_clock: DrivenClock) -> None:
-    earlier = earlier_build()
-
-    ctx = context(emulator_clock, try_number=1)
-    ctx["dag_run"] = SimpleNamespace(
-        start_date=datetime.fromtimestamp(emulator_clock.now() - 60, tz=timezone.utc)
+def test_a_first_try_never_looks_in_history(tries: Tries) -> None:
+    earlier = tries.earlier_build()
+    context = tries.context(try_number=1, store=False)
+    context["dag_run"] = SimpleNamespace(
+        start_date=datetime.fromtimestamp(tries.clock.now() - 60, timezone.utc)
     )
 
-    batch_id, _ = own(ctx)
+    batch_id, _ = tries.own(context)
 
     assert batch_id != earlier
-    assert emulator.request_log.count("GET", HISTORY_PATH) == 0
+    assert tries.history_reads() == 0
 
 
-def test_not_durable_every_try_posts_and_nothing_is_recorded(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, store: Store
-) -> None:
-    earlier = earlier_build()
+def test_not_durable_every_try_posts_and_nothing_is_recorded(tries: Tries) -> None:
+    earlier = tries.earlier_build()
+    tries.record(earlier)
 
-    batch_id, _ = own(context(emulator_clock, record(store, earlier)), durable=False)
+    batch_id, _ = tries.own(durable=False)
 
     assert batch_id != earlier
-    assert store.writes == []
-    assert emulator.request_log.count("GET", HISTORY_PATH) == 0
+    assert (tries.store.writes, tries.history_reads()) == ([], 0)
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,10 @@
-"""
-Builds through the operator against an emulator that misbehaves: for each kind of fault at a 30% rate,
-30 builds in sync mode and 30 in deferrable mode all succeed, AtScale creates exactly one batch per build,
-and no secret reaches the logs.
-"""
+"""Builds through the operator against an emulator that misbehaves: for each kind of fault at a 30% rate, 30
+builds in sync mode and 30 in deferrable mode all succeed, AtScale creates exactly one batch per build, and no
+secret reaches the logs."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -22,7 +19,7 @@ from airflow_provider_atscale.emulator import (
     FaultConfig,
 )
 from airflow_provider_atscale.operators.atscale import AtScaleAggregateBuildOperator
-from tests.helpers import RecordingTaskInstance, connection_uri
+from tests.helpers import RecordingTaskInstance, use_connection
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.emulator import EmulatorServer
@@ -88,10 +85,9 @@ def test_every_build_succeeds_once_despite_faults(
     deferrable: bool,
 ) -> None:
     faults, extras = FAULT_KINDS[kind]
-    conn = json.loads(connection_uri(host=emulator.url, password=emulator.token, max_retries=10, **extras))
-    if extras.get("auth_type") == "password":
-        conn.update(login=DEFAULT_USERNAME, password=DEFAULT_PASSWORD)
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", json.dumps(conn))
+    by_password = extras.get("auth_type") == "password"
+    login, password = (DEFAULT_USERNAME, DEFAULT_PASSWORD) if by_password else (None, emulator.token)
+    use_connection(monkeypatch, emulator.url, password, login, max_retries=10, **extras)
     emulator.faults.configure(faults)
 
     results = [run_build(index, deferrable, emulator_clock) for index in range(BUILDS)]
@@ -105,25 +101,8 @@ def test_every_build_succeeds_once_despite_faults(
         assert injected >= BUILDS, f"the emulator injected only {injected} faults"
     logged = capsys.readouterr()
     text = logged.out + logged.err + caplog.text
-    for secret in _secrets(emulator, conn["password"]):
+    for secret in _secrets(emulator, password):
         assert secret not in text
-
-
-def test_a_token_expiring_mid_wait_is_renewed_and_the_wait_finishes(
-    emulator: EmulatorServer, emulator_clock: DrivenClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ATSCALE_DEFAULT",
-        connection_uri(host=emulator.url, password=emulator.token, auth_type="token_exchange"),
-    )
-    emulator.faults.configure(FaultConfig(token_ttl_seconds=40))
-
-    result = run_build(0, deferrable=True, clock=emulator_clock)
-
-    assert result["status"] == "done"
-    exchanges = emulator.request_log.count("POST", "/v1/token")
-    assert exchanges >= 3, "a 110 s build outlives several 40 s tokens"
-    assert emulator.request_log.count(status=401) == 0, "tokens are renewed before they expire, not after"
 
 
 def _secrets(emulator: EmulatorServer, password: str) -> set[str]:

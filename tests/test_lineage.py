@@ -1,10 +1,6 @@
-"""
-OpenLineage through Airflow's own listener: `airflow dags test` of a build, in a process of its own with the
-OpenLineage provider's file transport, and the events it wrote.
-
-A process of its own, because the OpenLineage provider reads its configuration once per process; the
-emulator serves it on 127.0.0.1 with builds of a second, on the real clock.
-"""
+"""OpenLineage through Airflow's own listener: `airflow dags test` of a build, with the OpenLineage provider's
+file transport, in a process of its own (the provider reads its configuration once per process) against the
+emulator on 127.0.0.1 with builds of a second, on the real clock; and the events it wrote."""
 
 from __future__ import annotations
 
@@ -97,10 +93,8 @@ def test_a_finished_build_reports_the_aggregate_tables_it_wrote(events: list[dic
     (model,) = complete["inputs"]
     assert model["name"] == "fdcdd3e1-13fc-54c2-93fe-57e681e1968e/0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf"
     facet = complete["run"]["facets"]["atscale_aggregate_batch"]
-    assert facet["buildType"] == "full"
-    assert facet["status"] == "done"
-    assert facet["modelId"] == "0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf"
-    assert len(facet["batchId"]) == 36
+    assert (facet["buildType"], facet["status"]) == ("full", "done")
+    assert (facet["modelId"], len(facet["batchId"])) == ("0b44a9eb-8aa1-5aaa-8141-6d80ae5ce3bf", 36)
     assert facet["_producer"]
     assert facet["_schemaURL"].endswith("#AtScaleAggregateBatchRunFacet")
 
@@ -110,13 +104,13 @@ def test_a_failed_build_reports_its_batch_and_the_failing_aggregates(events: lis
 
     assert fail["outputs"] == []
     facets = fail["run"]["facets"]
-    assert facets["atscale_aggregate_batch"]["status"] == "failed"
-    assert facets["atscale_aggregate_batch"]["modelId"] == FAILING_MODEL_ID
+    batch = facets["atscale_aggregate_batch"]
+    assert (batch["status"], batch["modelId"]) == ("failed", FAILING_MODEL_ID)
     message = facets["errorMessage"]["message"]
     assert "ended in status 'failed'" in message
     assert (
-        "as_agg_broken_sales_by_product (invalid): Table 'as_agg_broken_sales_by_product' could not be"
-        in (message)
+        "as_agg_broken_sales_by_product (invalid): Table 'as_agg_broken_sales_by_product' could not"
+        in message
     )
 
 
@@ -136,5 +130,5 @@ def test_an_unmapped_warehouse_connection_is_named_after_the_atscale_host_and_fa
         ("atscale://atscale.test:8443/wh-1", "atscale_aggs.agg_ok")
     ]
     assert [(d.namespace, d.name) for d in lineage.inputs] == [("atscale://atscale.test:8443", "c/m")]
-    assert lineage.run_facets["atscale_aggregate_batch"].status == "failed"
-    assert lineage.run_facets["atscale_aggregate_batch"].buildType == "incremental"
+    facet = lineage.run_facets["atscale_aggregate_batch"]
+    assert (facet.status, facet.buildType) == ("failed", "incremental")

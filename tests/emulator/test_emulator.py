@@ -1,3 +1,5 @@
+"""The emulator over HTTP: what it serves and refuses, its clock, tokens, faults, control routes and CLI."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +54,8 @@ from airflow_provider_atscale.emulator.state import OTHER_BATCH_TYPE, EmulatorSt
 
 QUEUE_SECONDS = 10.0
 BUILD_SECONDS = 30.0
-# A second configured API token, to show that rotating one leaves the others alone.
 OTHER_TOKEN = "atscale-emulator-other-token"
+"""A second configured API token, to show that rotating one leaves the others alone."""
 HISTORY_PATH = "/wapi/p/aggregate/batch-history"
 INSTANCES_PATH = "/v1/aggregates/instances"
 OIDC_PATH = "/auth/realms/atscale/protocol/openid-connect/token"
@@ -111,50 +113,51 @@ def shared_emulator() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def emu(shared_emulator: EmulatorServer) -> EmulatorServer:
+    """The emulator, reset, on a manual clock (``emu.clock``)."""
     shared_emulator.reset()
     return shared_emulator
 
 
-@pytest.fixture
-def clock(emu: EmulatorServer) -> ManualClock:
-    assert isinstance(emu.clock, ManualClock)
-    return emu.clock
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token is not None else {}
 
 
-@pytest.fixture
-def session(emu: EmulatorServer) -> Iterator[requests.Session]:
-    """A client sending the raw API token, as the public API takes it."""
-    with requests.Session() as client:
-        client.headers["Authorization"] = f"Bearer {emu.token}"
-        yield client
+def a_jwt(emu: EmulatorServer, ttl: float = 86400) -> str:
+    """An access token issued without a request, so the request log stays clean."""
+    return emu.tokens.issue_access_token("tester", ttl)
 
 
-@pytest.fixture
-def jwt_session(emu: EmulatorServer) -> Iterator[requests.Session]:
-    """A client sending an access token (JWT) issued without a request, so the request log stays clean."""
-    with requests.Session() as client:
-        client.headers["Authorization"] = f"Bearer {emu.tokens.issue_access_token('tester', 86400)}"
-        yield client
+def get(emu: EmulatorServer, path: str, token: str | None, **params: Any) -> requests.Response:
+    return requests.get(f"{emu.url}{path}", params=params, headers=bearer(token), timeout=10)
 
 
-def batch_url(
-    emu: EmulatorServer, model_id: str = DEFAULT_MODEL_ID, catalog_id: str = DEFAULT_CATALOG_ID
-) -> str:
-    return f"{emu.url}/v1/aggregates-batch/catalogs/{catalog_id}/models/{model_id}"
+def status_of(emu: EmulatorServer, path: str, token: str | None) -> int:
+    return get(emu, path, token).status_code
 
 
-def trigger(
-    session: requests.Session, emu: EmulatorServer, model_id: str = DEFAULT_MODEL_ID, *, full: str = "true"
-) -> requests.Response:
-    return session.post(batch_url(emu, model_id), params={"isFullBuild": full}, timeout=10)
+def batch_url(emu: EmulatorServer, model: str = DEFAULT_MODEL_ID, catalog: str = DEFAULT_CATALOG_ID) -> str:
+    return f"{emu.url}/v1/aggregates-batch/catalogs/{catalog}/models/{model}"
 
 
-def history(session: requests.Session, emu: EmulatorServer, **params: Any) -> requests.Response:
-    return session.get(f"{emu.url}{HISTORY_PATH}", params=params, timeout=10)
+def post_build(emu: EmulatorServer, model: str = DEFAULT_MODEL_ID, **kwargs: Any) -> requests.Response:
+    """A full build posted with the raw API token (else ``full``, ``catalog``, ``headers``)."""
+    url = batch_url(emu, model, kwargs.pop("catalog", DEFAULT_CATALOG_ID))
+    params = {"isFullBuild": kwargs.pop("full", "true")}
+    return requests.post(url, params=params, timeout=10, **{"headers": bearer(emu.token), **kwargs})
 
 
-def history_entry(session: requests.Session, emu: EmulatorServer, batch_id: str) -> dict[str, Any]:
-    response = history(session, emu)
+def build(emu: EmulatorServer, model: str = DEFAULT_MODEL_ID, **kwargs: Any) -> dict[str, Any]:
+    """The batch object of a build posted."""
+    return dict(post_build(emu, model, **kwargs).json()["batch"])
+
+
+def history(emu: EmulatorServer, token: str | None = None, **params: Any) -> requests.Response:
+    """Batch history, asked with a JWT unless told."""
+    return get(emu, HISTORY_PATH, token or a_jwt(emu), **params)
+
+
+def history_entry(emu: EmulatorServer, batch_id: str) -> dict[str, Any]:
+    response = history(emu)
     assert response.status_code == 200, response.text
     (entry,) = [entry for entry in response.json()["data"] if entry["id"] == batch_id]
     return dict(entry)
@@ -164,21 +167,10 @@ def aggregate_entries(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [entry for entry in body["data"] if entry["batchType"] == "aggregate_batch"]
 
 
-def instances(
-    session: requests.Session, emu: EmulatorServer, path: str = INSTANCES_PATH, **params: Any
-) -> Any:
-    response = session.get(f"{emu.url}{path}", params=params, timeout=10)
+def instances(emu: EmulatorServer, path: str = INSTANCES_PATH, **params: Any) -> Any:
+    response = get(emu, path, emu.token, **params)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def get_status(emu: EmulatorServer, path: str, token: str | None) -> int:
-    headers = bearer(token) if token is not None else {}
-    return requests.get(f"{emu.url}{path}", headers=headers, timeout=10).status_code
 
 
 def exchange(emu: EmulatorServer, api_token: str) -> str:
@@ -214,19 +206,14 @@ def assert_error(response: requests.Response | httpx.Response, code: int, *fragm
     assert response.status_code == code, response.text
     body = response.json()
     assert body == {"statusCode": code, "message": body["message"], "error": {"cause": NEST_CAUSES[code]}}
-    for fragment in fragments:
-        assert fragment in body["message"]
+    assert all(fragment in body["message"] for fragment in fragments), body
 
 
 def assert_design_center_error(response: requests.Response, code: int, reason: str, *fragments: str) -> None:
     assert response.status_code == code, response.text
     body = response.json()
     assert body == {"status": code, "error": reason, "message": body["message"], "path": HISTORY_PATH}
-    for fragment in fragments:
-        assert fragment in body["message"]
-
-
-# Server lifecycle
+    assert all(fragment in body["message"] for fragment in fragments), body
 
 
 def test_server_serves_on_a_free_local_port_and_stops() -> None:
@@ -246,27 +233,18 @@ def test_server_serves_on_a_free_local_port_and_stops() -> None:
 # Triggering a batch
 
 
-def test_trigger_creates_a_batch_with_the_documented_shape(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    response = session.post(
-        batch_url(emu), params={"isFullBuild": "true"}, json={"gracePeriodOverrides": {}}, timeout=10
-    )
+def test_trigger_creates_a_batch_with_the_documented_shape(emu: EmulatorServer) -> None:
+    response = post_build(emu, json={"gracePeriodOverrides": {}})
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"batch", "success"}
-    assert body["success"] is True
+    assert (set(body), body["success"]) == ({"batch", "success"}, True)
     batch = body["batch"]
     assert set(batch) == BATCH_FIELDS
     assert uuid.UUID(batch["id"]).version == 4
     assert (batch["catalogId"], batch["modelId"]) == (DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID)
     assert ISO_MILLIS_UTC.match(batch["createDate"])
-    assert (batch["status"], batch["estimateTime"], batch["isFullBuild"]) == (
-        "new",
-        BUILD_SECONDS * 1000,
-        True,
-    )
+    assert (batch["status"], batch["estimateTime"], batch["isFullBuild"]) == ("new", 30_000, True)
     assert batch["batchType"] == "aggregate_batch"
     assert [created.id for created in emu.state.batches()] == [batch["id"]]
 
@@ -277,42 +255,38 @@ def test_trigger_creates_a_batch_with_the_documented_shape(
     ids=["no body", "overrides"],
 )
 def test_incremental_build_keeps_its_grace_period_overrides(
-    emu: EmulatorServer, session: requests.Session, body: Any, overrides: dict[str, int]
+    emu: EmulatorServer, body: Any, overrides: dict[str, int]
 ) -> None:
-    response = session.post(batch_url(emu), params={"isFullBuild": "false"}, json=body, timeout=10)
+    assert post_build(emu, full="false", json=body).status_code == 201
 
-    assert response.status_code == 201
     (created,) = emu.state.batches()
-    assert created.is_full_build is False
-    assert dict(created.grace_period_overrides) == overrides
+    assert (created.is_full_build, dict(created.grace_period_overrides)) == (False, overrides)
 
 
 @pytest.mark.parametrize(
-    ("params", "body", "fragment"),
+    ("full", "body", "fragment"),
     [
-        ({}, None, "isFullBuild"),
-        ({"isFullBuild": "True"}, None, "isFullBuild"),
-        ({"isFullBuild": "1"}, None, "isFullBuild"),
-        ({"isFullBuild": "false"}, "{not json", "not valid JSON"),
-        ({"isFullBuild": "false"}, "[]", "JSON object"),
-        ({"isFullBuild": "false"}, '{"gracePeriodOverrides": null}', "must be an object, got null"),
-        ({"isFullBuild": "false"}, '{"gracePeriodOverrides": [1]}', "must be an object, got array"),
-        ({"isFullBuild": "false"}, '{"gracePeriodOverrides": {"sales": -1}}', "sales"),
-        ({"isFullBuild": "false"}, '{"gracePeriodOverrides": {"sales": "30"}}', "non-negative integer"),
-        ({"isFullBuild": "false"}, '{"gracePeriodOverrides": {"sales": true}}', "non-negative integer"),
-        ({"isFullBuild": "false"}, '{"gracePeriodOverrides": {"sales": 1.5}}', "non-negative integer"),
-        ({"isFullBuild": "false"}, '{"gracePeriodOverrides": {" ": 30}}', "dataset names"),
-        ({"isFullBuild": "true"}, '{"gracePeriodOverrides": {"sales": 30}}', "incremental builds only"),
+        (None, None, "isFullBuild"),
+        ("True", None, "isFullBuild"),
+        ("1", None, "isFullBuild"),
+        ("false", "{not json", "not valid JSON"),
+        ("false", "[]", "JSON object"),
+        ("false", '{"gracePeriodOverrides": null}', "must be an object, got null"),
+        ("false", '{"gracePeriodOverrides": [1]}', "must be an object, got array"),
+        ("false", '{"gracePeriodOverrides": {"sales": -1}}', "sales"),
+        ("false", '{"gracePeriodOverrides": {"sales": "30"}}', "non-negative integer"),
+        ("false", '{"gracePeriodOverrides": {"sales": true}}', "non-negative integer"),
+        ("false", '{"gracePeriodOverrides": {"sales": 1.5}}', "non-negative integer"),
+        ("false", '{"gracePeriodOverrides": {" ": 30}}', "dataset names"),
+        ("true", '{"gracePeriodOverrides": {"sales": 30}}', "incremental builds only"),
     ],
 )
 def test_invalid_trigger_is_rejected_with_400_and_creates_nothing(
-    emu: EmulatorServer, session: requests.Session, params: dict[str, str], body: str | None, fragment: str
+    emu: EmulatorServer, full: str | None, body: str | None, fragment: str
 ) -> None:
-    response = session.post(
-        batch_url(emu), params=params, data=body, headers={"Content-Type": "application/json"}, timeout=10
-    )
+    headers = {**bearer(emu.token), "Content-Type": "application/json"}
 
-    assert_error(response, 400, fragment)
+    assert_error(post_build(emu, full=full, data=body, headers=headers), 400, fragment)
     assert emu.state.batches() == []
 
 
@@ -324,17 +298,15 @@ def test_invalid_trigger_is_rejected_with_400_and_creates_nothing(
     ],
 )
 def test_unknown_catalog_or_model_is_404_naming_them(
-    emu: EmulatorServer, session: requests.Session, catalog_id: str, model_id: str, fragments: tuple[str, ...]
+    emu: EmulatorServer, catalog_id: str, model_id: str, fragments: tuple[str, ...]
 ) -> None:
-    response = session.post(batch_url(emu, model_id, catalog_id), params={"isFullBuild": "true"}, timeout=10)
-
-    assert_error(response, 404, *fragments)
+    assert_error(post_build(emu, model_id, catalog=catalog_id), 404, *fragments)
 
 
-# Who opens the public API
+# Who opens the public API and batch history
 
 
-def token_of(kind: str, emu: EmulatorServer, clock: ManualClock) -> str | None:
+def token_of(kind: str, emu: EmulatorServer) -> str | None:
     """A bearer token of the kind named; ``None`` for no ``Authorization`` header at all."""
     if kind == "api token":
         return emu.token
@@ -346,8 +318,8 @@ def token_of(kind: str, emu: EmulatorServer, clock: ManualClock) -> str | None:
             return str(refresh_grant(emu, grant["refresh_token"]).json()["access_token"])
         return str(grant["access_token" if kind == "password grant jwt" else "refresh_token"])
     if kind == "expired jwt":
-        token = emu.tokens.issue_access_token("tester", 60)
-        clock.advance(60)
+        token = a_jwt(emu, 60)
+        emu.clock.advance(60)
         return token
     if kind == "jwt of another emulator":
         return EmulatorServer().tokens.issue_access_token("tester", 3600)
@@ -360,17 +332,10 @@ REFUSED_EVERYWHERE = ["missing", "refresh token", "expired jwt", "jwt of another
 
 @pytest.mark.parametrize(
     ("kind", "code"),
-    [("api token", 201), ("wrong", 401)]
-    + [(kind, 201) for kind in JWTS]
-    + [(kind, 401) for kind in REFUSED_EVERYWHERE],
+    [("api token", 201), ("wrong", 401), *((k, 201) for k in JWTS), *((k, 401) for k in REFUSED_EVERYWHERE)],
 )
-def test_the_public_api_takes_an_api_token_or_a_valid_jwt(
-    emu: EmulatorServer, clock: ManualClock, kind: str, code: int
-) -> None:
-    token = token_of(kind, emu, clock)
-    headers = bearer(token) if token is not None else {}
-
-    response = requests.post(batch_url(emu), params={"isFullBuild": "true"}, headers=headers, timeout=10)
+def test_the_public_api_takes_an_api_token_or_a_valid_jwt(emu: EmulatorServer, kind: str, code: int) -> None:
+    response = post_build(emu, headers=bearer(token_of(kind, emu)))
 
     assert response.status_code == code, response.text
     if code == 401:
@@ -379,7 +344,40 @@ def test_the_public_api_takes_an_api_token_or_a_valid_jwt(
     assert len(emu.state.batches()) == (code == 201)
 
 
-# Error shapes
+@pytest.mark.parametrize(
+    ("kind", "code", "fragments"),
+    [
+        ("api token", 401, ("needs a JWT", "POST /v1/token")),
+        *((kind, 200, ()) for kind in JWTS),
+        *((kind, 401, ()) for kind in REFUSED_EVERYWHERE),
+    ],
+)
+def test_history_takes_only_a_valid_jwt(
+    emu: EmulatorServer, kind: str, code: int, fragments: tuple[str]
+) -> None:
+    response = get(emu, HISTORY_PATH, token_of(kind, emu))
+
+    assert response.status_code == code, response.text
+    if code == 401:
+        assert_design_center_error(response, 401, "Unauthorized", *fragments)
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("who", ["nobody", "api token", "jwt"])
+def test_history_turned_off_answers_403_to_everyone(emu: EmulatorServer, who: str) -> None:
+    token = {"nobody": None, "api token": emu.token, "jwt": a_jwt(emu)}[who]
+    emu.state.set_batch_history_enabled(False)
+
+    assert_design_center_error(get(emu, HISTORY_PATH, token), 403, "Forbidden", "turned off")
+
+
+def test_history_accepts_raw_api_tokens_when_told_to(emu: EmulatorServer) -> None:
+    emu.state.set_batch_history_accepts_api_tokens(True)
+
+    assert history(emu, emu.token).status_code == 200
+
+
+# Error shapes and faults
 
 
 @pytest.mark.parametrize(
@@ -390,26 +388,28 @@ def test_the_public_api_takes_an_api_token_or_a_valid_jwt(
     ],
 )
 def test_unknown_paths_and_methods_answer_in_the_nest_shape(
-    emu: EmulatorServer, session: requests.Session, method: str, path: str, code: int, fragment: str
+    emu: EmulatorServer, method: str, path: str, code: int, fragment: str
 ) -> None:
-    assert_error(session.request(method, f"{emu.url}{path}", timeout=10), code, fragment)
+    response = requests.request(method, f"{emu.url}{path}", headers=bearer(emu.token), timeout=10)
+
+    assert_error(response, code, fragment)
 
 
-@pytest.mark.parametrize("code", [503, 429, 500])
-def test_injected_faults_on_v1_paths_answer_in_the_nest_shape(
-    emu: EmulatorServer, session: requests.Session, code: int
+@pytest.mark.parametrize(("fault", "code", "created"), [("503", 503, 0), ("429", 429, 0), ("500", 500, 1)])
+def test_an_injected_error_answers_in_the_nest_shape_before_processing_but_a_500_after(
+    emu: EmulatorServer, fault: str, code: int, created: int
 ) -> None:
-    emu.faults.configure(FaultConfig(**{f"rate_{code}": 1.0}))
+    emu.faults.configure(FaultConfig(**{f"rate_{fault}": 1.0}))
 
-    assert_error(session.get(f"{emu.url}/v1/catalogs", timeout=10), code)
+    assert_error(post_build(emu), code)
+    assert len(emu.state.batches()) == created
+    assert emu.request_log.count("POST", fault=fault, status=code) == 1
 
 
-def test_injected_fault_on_batch_history_answers_in_the_design_center_shape(
-    emu: EmulatorServer, jwt_session: requests.Session
-) -> None:
+def test_injected_fault_on_batch_history_answers_in_the_design_center_shape(emu: EmulatorServer) -> None:
     emu.faults.configure(FaultConfig(rate_503=1.0))
 
-    assert_design_center_error(history(jwt_session, emu), 503, "Service Unavailable")
+    assert_design_center_error(history(emu), 503, "Service Unavailable")
 
 
 def test_injected_fault_on_the_token_endpoint_answers_oauth_style(emu: EmulatorServer) -> None:
@@ -417,70 +417,159 @@ def test_injected_fault_on_the_token_endpoint_answers_oauth_style(emu: EmulatorS
 
     response = password_grant(emu)
 
-    body = response.json()
     assert response.status_code == 503
-    assert body == {"error": "temporarily_unavailable", "error_description": body["error_description"]}
-    assert body["error_description"]
+    assert set(response.json()) == {"error", "error_description"}
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert response.json()["error_description"]
+
+
+@pytest.mark.parametrize(("as_date", "offset"), [(False, 0), (True, 0), (True, -900)])
+def test_a_429_carries_retry_after_in_seconds_or_as_a_date_by_atscale_clock(
+    emu: EmulatorServer, as_date: bool, offset: float
+) -> None:
+    emu.faults.configure(
+        FaultConfig(rate_429=1.0, retry_after=7, retry_after_http_date=as_date, clock_offset_seconds=offset)
+    )
+
+    response = post_build(emu)
+
+    assert emu.state.batches() == []
+    if not as_date:
+        assert response.headers["Retry-After"] == "7"
+        return
+    announced = email.utils.parsedate_to_datetime(response.headers["Retry-After"]).timestamp()
+    dated = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
+    assert announced - dated == pytest.approx(7, abs=1)
+    assert 0 <= announced - (time.time() + offset) <= 8
+
+
+@pytest.mark.parametrize(("fault", "created"), [("drop_before", 0), ("drop_after", 2)])
+def test_a_dropped_connection_closes_without_a_byte_of_an_answer(
+    emu: EmulatorServer, fault: str, created: int
+) -> None:
+    emu.faults.configure(FaultConfig(**{f"rate_{fault}": 1.0}))
+
+    with pytest.raises(requests.ConnectionError, match="without response"):
+        post_build(emu)
+    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+        httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
+
+    assert len(emu.state.batches()) == created
+    assert [(entry.status, entry.fault) for entry in emu.request_log.entries()] == [(None, fault)] * 2
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [FaultConfig(latency_seconds=0.2), FaultConfig(rate_slow=1.0, slow_seconds=0.2)],
+    ids=["latency", "slow"],
+)
+def test_latency_and_slow_answers_are_delayed(emu: EmulatorServer, faults: FaultConfig) -> None:
+    emu.faults.configure(faults)
+    started = time.monotonic()
+
+    assert status_of(emu, "/v1/catalogs", emu.token) == 200
+    assert time.monotonic() - started >= 0.2
+
+
+def test_seeded_faults_repeat_exactly(emu: EmulatorServer) -> None:
+    def run() -> list[int]:
+        emu.faults.configure(FaultConfig(seed=42, rate_503=0.3, rate_429=0.2, rate_500=0.2))
+        return [status_of(emu, "/v1/catalogs", emu.token) for _ in range(30)]
+
+    first, second = run(), run()
+
+    assert first == second
+    assert {200, 429, 500, 503} <= set(first)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"rate_503": 1.5}, "rate_503"),
+        ({"rate_503": 0.6, "rate_500": 0.6}, "add up"),
+        ({"latency_seconds": -1}, "latency_seconds"),
+        ({"token_ttl_seconds": 0}, "token_ttl_seconds"),
+        ({"clock_offset_seconds": float("nan")}, "clock_offset_seconds"),
+    ],
+)
+def test_invalid_fault_configuration_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        FaultConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"instances_row_limit": 0}, "instances_row_limit"),
+        ({"api_tokens": ("a", "a")}, "API tokens"),
+        ({"catalogs": (CatalogConfig("c", "C"), CatalogConfig("c", "D"))}, "unique"),
+        ({"catalogs": (CatalogConfig("c", "C", (ModelConfig("m", "M"), ModelConfig("m", "N"))),)}, "unique"),
+        ({"default_build_seconds": -1}, "default_build_seconds"),
+    ],
+)
+def test_invalid_emulator_configuration_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        EmulatorConfig(**kwargs)
+
+
+def test_faults_can_be_changed_over_http(emu: EmulatorServer) -> None:
+    url = f"{emu.url}/_emulator/faults"
+
+    assert requests.put(url, json={"rate_429": 1.0, "retry_after": 3}, timeout=10).status_code == 200
+    assert get(emu, "/v1/catalogs", emu.token).headers["Retry-After"] == "3"
+    assert_error(requests.put(url, json={"rate_429": 2}, timeout=10), 400, "rate_429")
 
 
 # Batch lifecycle
 
 
-def test_batch_goes_new_inprogress_done_as_the_clock_advances(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
-    batch_id = trigger(session, emu).json()["batch"]["id"]
+def test_batch_goes_new_inprogress_done_as_the_clock_advances(emu: EmulatorServer) -> None:
+    batch_id = build(emu)["id"]
 
     def current() -> dict[str, Any]:
-        return history_entry(jwt_session, emu, batch_id)
+        return history_entry(emu, batch_id)
 
     assert (current()["status"], current()["startTime"], current()["endTime"]) == ("new", None, None)
-    clock.advance(QUEUE_SECONDS)
+    emu.clock.advance(QUEUE_SECONDS)
     started = current()
-    assert started["status"] == "inprogress"
+    assert (started["status"], started["endTime"]) == ("inprogress", None)
     assert ISO_MILLIS_UTC.match(started["startTime"])
-    assert started["endTime"] is None
-    clock.advance(BUILD_SECONDS - 0.001)
+    emu.clock.advance(BUILD_SECONDS - 0.001)
     assert current()["status"] == "inprogress"
-    clock.advance(0.001)
+    emu.clock.advance(0.001)
     done = current()
     assert done["status"] == "done"
     assert ISO_MILLIS_UTC.match(done["endTime"])
 
 
-def test_instances_follow_the_batch_from_pending_to_active(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
-) -> None:
-    batch_id = trigger(session, emu).json()["batch"]["id"]
+def test_instances_follow_the_batch_from_pending_to_active(emu: EmulatorServer) -> None:
+    batch_id = build(emu)["id"]
 
     def statuses() -> list[str]:
-        return [item["status"] for item in instances(session, emu, batchId=batch_id)["data"]]
+        return [item["status"] for item in instances(emu, batchId=batch_id)["data"]]
 
     assert statuses() == ["pending", "pending", "pending"]
-    clock.advance(QUEUE_SECONDS + 1)
+    emu.clock.advance(QUEUE_SECONDS + 1)
     assert statuses() == ["inprogress", "pending", "pending"]
-    clock.advance(BUILD_SECONDS)
-    body = instances(session, emu, batchId=batch_id)
-    assert [item["status"] for item in body["data"]] == ["active", "active", "active"]
-    first = body["data"][0]
-    assert set(first) == INSTANCE_FIELDS
-    assert (first["tableName"], first["batchId"], first["message"]) == (
+    emu.clock.advance(BUILD_SECONDS)
+    data = instances(emu, batchId=batch_id)["data"]
+    assert [item["status"] for item in data] == ["active", "active", "active"]
+    assert set(data[0]) == INSTANCE_FIELDS
+    assert (data[0]["tableName"], data[0]["batchId"], data[0]["message"]) == (
         "as_agg_internet_sales_by_day",
         batch_id,
         None,
     )
-    assert first["stats"]["buildDuration"] == 10_000
-    assert first["stats"]["numberOfRows"] > 0
+    assert data[0]["stats"]["buildDuration"] == 10_000
+    assert data[0]["stats"]["numberOfRows"] > 0
 
 
-def test_failing_model_ends_failed_with_per_aggregate_messages(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
-    batch_id = trigger(session, emu, FAILING_MODEL_ID).json()["batch"]["id"]
-    clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
+def test_failing_model_ends_failed_with_per_aggregate_messages(emu: EmulatorServer) -> None:
+    batch_id = build(emu, FAILING_MODEL_ID)["id"]
+    emu.clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
 
-    assert history_entry(jwt_session, emu, batch_id)["status"] == "failed"
-    data = instances(session, emu, batchId=batch_id)["data"]
+    assert history_entry(emu, batch_id)["status"] == "failed"
+    data = instances(emu, batchId=batch_id)["data"]
     assert [item["status"] for item in data] == ["active", "invalid", "invalid"]
     assert data[0]["message"] is None
     assert data[1]["message"] == (
@@ -491,108 +580,55 @@ def test_failing_model_ends_failed_with_per_aggregate_messages(
     assert data[1]["stats"]["numberOfRows"] is None
 
 
-def test_configure_model_changes_new_batches_only(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
-    before = trigger(session, emu).json()["batch"]["id"]
+def test_configure_model_changes_new_batches_only(emu: EmulatorServer) -> None:
+    before = build(emu)["id"]
     emu.state.configure_model(DEFAULT_MODEL_ID, fail=True, queue_seconds=0, build_seconds=1)
-    after = trigger(session, emu).json()["batch"]["id"]
-    clock.advance(1)
+    after = build(emu)["id"]
+    emu.clock.advance(1)
 
-    assert history_entry(jwt_session, emu, after)["status"] == "failed"
-    assert history_entry(jwt_session, emu, before)["status"] == "new"
-    assert "could not be built" in instances(session, emu, batchId=after)["data"][0]["message"]
-
-
-# Batch history: who may read it
-
-
-def test_history_refuses_a_raw_api_token_with_401(emu: EmulatorServer, session: requests.Session) -> None:
-    response = history(session, emu)
-
-    assert_design_center_error(response, 401, "Unauthorized", "needs a JWT", "POST /v1/token")
-    assert response.headers["WWW-Authenticate"] == "Bearer"
-
-
-@pytest.mark.parametrize(
-    ("kind", "code"),
-    [(kind, 200) for kind in JWTS] + [(kind, 401) for kind in REFUSED_EVERYWHERE],
-)
-def test_history_takes_only_a_valid_jwt(
-    emu: EmulatorServer, clock: ManualClock, kind: str, code: int
-) -> None:
-    token = token_of(kind, emu, clock)
-
-    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(token) if token else {}, timeout=10)
-
-    if code == 401:
-        assert_design_center_error(response, 401, "Unauthorized")
-    assert response.status_code == code, response.text
-
-
-@pytest.mark.parametrize("who", ["nobody", "api token", "jwt"])
-def test_history_turned_off_answers_403_to_everyone(emu: EmulatorServer, who: str) -> None:
-    token = {"nobody": None, "api token": emu.token, "jwt": emu.tokens.issue_access_token("tester")}[who]
-    emu.state.set_batch_history_enabled(False)
-
-    response = requests.get(f"{emu.url}{HISTORY_PATH}", headers=bearer(token) if token else {}, timeout=10)
-
-    assert_design_center_error(response, 403, "Forbidden", "turned off")
-
-
-def test_history_accepts_raw_api_tokens_when_told_to(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.state.set_batch_history_accepts_api_tokens(True)
-
-    assert history(session, emu).status_code == 200
+    assert history_entry(emu, after)["status"] == "failed"
+    assert history_entry(emu, before)["status"] == "new"
+    assert "could not be built" in instances(emu, batchId=after)["data"][0]["message"]
 
 
 # Batch history: what it holds
 
 
-def test_history_is_newest_first_filtered_and_paged(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
+def test_history_is_newest_first_filtered_and_paged(emu: EmulatorServer) -> None:
     ids = []
     for model_id in (DEFAULT_MODEL_ID, SECOND_MODEL_ID, DEFAULT_MODEL_ID, DEFAULT_MODEL_ID, SECOND_MODEL_ID):
-        ids.append((model_id, trigger(session, emu, model_id).json()["batch"]["id"]))
-        clock.advance(1)
+        ids.append((model_id, build(emu, model_id)["id"]))
+        emu.clock.advance(1)
     default_ids = [batch_id for model_id, batch_id in reversed(ids) if model_id == DEFAULT_MODEL_ID]
 
-    everything = history(jwt_session, emu).json()
+    everything = history(emu).json()
     assert [entry["id"] for entry in aggregate_entries(everything)] == [
         batch_id for _, batch_id in reversed(ids)
     ]
-    # Each build brings a batch of another type along.
-    assert everything["total"] == 10
-    pages = [
-        history(
-            jwt_session, emu, catalogId=DEFAULT_CATALOG_ID, modelId=DEFAULT_MODEL_ID, page=page, limit=4
-        ).json()
-        for page in (1, 2)
-    ]
+    assert everything["total"] == 10, "each build brings a batch of another type along"
+    ours = {"catalogId": DEFAULT_CATALOG_ID, "modelId": DEFAULT_MODEL_ID}
+    pages = [history(emu, **ours, page=page, limit=4).json() for page in (1, 2)]
     assert [entry["id"] for page in pages for entry in aggregate_entries(page)] == default_ids
     assert [(page["total"], page["limit"], page["offset"]) for page in pages] == [(6, 4, 0), (6, 4, 4)]
-    assert history(jwt_session, emu, catalogId="other").json()["data"] == []
+    assert history(emu, catalogId="other").json()["data"] == []
 
 
 @pytest.mark.parametrize(
     ("name", "value"), [("page", "0"), ("limit", "-1"), ("limit", "abc"), ("limit", "1001")]
 )
-def test_history_rejects_bad_paging(
-    emu: EmulatorServer, jwt_session: requests.Session, name: str, value: str
-) -> None:
-    assert_design_center_error(history(jwt_session, emu, **{name: value}), 400, "Bad Request", name)
+def test_history_rejects_bad_paging(emu: EmulatorServer, name: str, value: str) -> None:
+    assert_design_center_error(history(emu, **{name: value}), 400, "Bad Request", name)
 
 
 def test_history_shows_a_newer_batch_of_another_type_that_ends_while_the_build_runs(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
+    emu: EmulatorServer,
 ) -> None:
-    created = trigger(session, emu, full="false").json()["batch"]
-    clock.advance(1)
+    created = build(emu, full="false")
+    emu.clock.advance(1)
 
-    newest, build = history(jwt_session, emu, modelId=DEFAULT_MODEL_ID).json()["data"]
+    newest, ours = history(emu, modelId=DEFAULT_MODEL_ID).json()["data"]
 
-    assert build["id"] == created["id"]
+    assert ours["id"] == created["id"]
     assert (newest["batchType"], newest["status"]) == (OTHER_BATCH_TYPE, "inprogress")
     assert newest["id"] != created["id"]
     assert (newest["catalogId"], newest["modelId"], newest["isFullBuild"]) == (
@@ -600,84 +636,75 @@ def test_history_shows_a_newer_batch_of_another_type_that_ends_while_the_build_r
         DEFAULT_MODEL_ID,
         False,
     )
-    assert parse_iso(newest["createDate"]) - parse_iso(build["createDate"]) == pytest.approx(0.001, abs=1e-4)
-    clock.advance(QUEUE_SECONDS + BUILD_SECONDS / 2)
-    newest, build = history(jwt_session, emu).json()["data"]
-    assert (newest["status"], build["status"]) == ("done", "inprogress")
+    assert parse_iso(newest["createDate"]) - parse_iso(ours["createDate"]) == pytest.approx(0.001, abs=1e-4)
+    emu.clock.advance(QUEUE_SECONDS + BUILD_SECONDS / 2)
+    newest, ours = history(emu).json()["data"]
+    assert (newest["status"], ours["status"]) == ("done", "inprogress")
 
 
-def test_other_batches_are_neither_created_batches_nor_requests_nor_instances(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session
-) -> None:
-    batch_id = trigger(session, emu).json()["batch"]["id"]
-    other_id = history(jwt_session, emu).json()["data"][0]["id"]
+def test_other_batches_are_neither_created_batches_nor_requests_nor_instances(emu: EmulatorServer) -> None:
+    batch_id = build(emu)["id"]
+    other_id = history(emu).json()["data"][0]["id"]
 
     assert other_id != batch_id
     assert [batch.id for batch in emu.state.batches()] == [batch_id]
     assert emu.request_log.count("POST") == 1
-    assert instances(session, emu, batchId=other_id)["data"] == []
+    assert instances(emu, batchId=other_id)["data"] == []
 
 
-# Aggregate instances
+# Aggregate instances and catalogs
 
 
-def test_instances_are_served_on_both_documented_paths_as_data_only(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    batch_id = trigger(session, emu).json()["batch"]["id"]
+def test_instances_are_served_on_both_documented_paths_as_data_only(emu: EmulatorServer) -> None:
+    batch_id = build(emu)["id"]
 
-    public = instances(session, emu, "/v1/public/aggregates/instances", batchId=batch_id)
-    plain = instances(session, emu, INSTANCES_PATH, batchId=batch_id)
+    public = instances(emu, "/v1/public/aggregates/instances", batchId=batch_id)
+    plain = instances(emu, INSTANCES_PATH, batchId=batch_id)
 
     assert public == plain
-    assert set(plain) == {"data"}
-    assert len(plain["data"]) == 3
+    assert (set(plain), len(plain["data"])) == ({"data"}, 3)
 
 
-def test_instances_ignore_page_and_size(emu: EmulatorServer, session: requests.Session) -> None:
-    trigger(session, emu, DEFAULT_MODEL_ID)
-    trigger(session, emu, SECOND_MODEL_ID)
+def test_instances_ignore_page_and_size(emu: EmulatorServer) -> None:
+    build(emu, DEFAULT_MODEL_ID)
+    build(emu, SECOND_MODEL_ID)
 
-    unpaged = instances(session, emu)
-    assert instances(session, emu, page=2, size=2) == unpaged
-    assert instances(session, emu, page="x", size="-1") == unpaged
+    unpaged = instances(emu)
+
+    assert instances(emu, page=2, size=2) == unpaged
+    assert instances(emu, page="x", size="-1") == unpaged
     assert len(unpaged["data"]) == 6
 
 
-def test_one_answer_lists_ten_instances_of_a_wide_batch_and_no_total(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    batch_id = trigger(session, emu, WIDE_MODEL_ID).json()["batch"]["id"]
+def test_one_answer_lists_ten_instances_of_a_wide_batch_and_no_total(emu: EmulatorServer) -> None:
+    batch_id = build(emu, WIDE_MODEL_ID)["id"]
     (batch,) = emu.state.batches()
     assert len(batch.aggregates) == WIDE_MODEL_AGGREGATES
 
-    body = instances(session, emu, batchId=batch_id, size=100)
+    body = instances(emu, batchId=batch_id, size=100)
 
     assert set(body) == {"data"}
     assert [item["tableName"] for item in body["data"]] == [
-        aggregate.table_name for aggregate in batch.aggregates[:ROW_LIMIT]
+        a.table_name for a in batch.aggregates[:ROW_LIMIT]
     ]
 
 
-def test_status_filter_finds_the_unfinished_instances_a_cut_list_hides(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
-) -> None:
-    batch_id = trigger(session, emu, WIDE_MODEL_ID).json()["batch"]["id"]
+def test_status_filter_finds_the_unfinished_instances_a_cut_list_hides(emu: EmulatorServer) -> None:
+    batch_id = build(emu, WIDE_MODEL_ID)["id"]
     step = BUILD_SECONDS / WIDE_MODEL_AGGREGATES
     # Ten aggregates built, the eleventh building, three waiting.
-    clock.advance(QUEUE_SECONDS + ROW_LIMIT * step + step / 2)
+    emu.clock.advance(QUEUE_SECONDS + ROW_LIMIT * step + step / 2)
 
-    listed = instances(session, emu, batchId=batch_id)["data"]
-    assert {item["status"] for item in listed} == {"active"}
-    pending = instances(session, emu, batchId=batch_id, status="pending")["data"]
+    assert {item["status"] for item in instances(emu, batchId=batch_id)["data"]} == {"active"}
+    pending = instances(emu, batchId=batch_id, status="pending")["data"]
     assert [item["tableName"] for item in pending] == [
         "as_agg_sales_detail_by_currency",
         "as_agg_sales_detail_by_sales_territory",
         "as_agg_sales_detail_by_ship_date",
     ]
-    unfinished = instances(session, emu, batchId=batch_id, status="pending,inprogress")["data"]
+    unfinished = instances(emu, batchId=batch_id, status="pending,inprogress")["data"]
     assert [item["status"] for item in unfinished] == ["inprogress", "pending", "pending", "pending"]
-    assert instances(session, emu, batchId=batch_id, status="invalid")["data"] == []
+    assert instances(emu, batchId=batch_id, status="invalid")["data"] == []
 
 
 @pytest.mark.parametrize(
@@ -691,12 +718,12 @@ def test_status_filter_finds_the_unfinished_instances_a_cut_list_hides(
     ],
 )
 def test_instances_filter_by_catalog_model_table_and_definition(
-    emu: EmulatorServer, session: requests.Session, params: dict[str, str], expected: list[str]
+    emu: EmulatorServer, params: dict[str, str], expected: list[str]
 ) -> None:
-    trigger(session, emu, DEFAULT_MODEL_ID)
-    trigger(session, emu, SECOND_MODEL_ID)
+    build(emu, DEFAULT_MODEL_ID)
+    build(emu, SECOND_MODEL_ID)
 
-    data = instances(session, emu, **params)["data"]
+    data = instances(emu, **params)["data"]
 
     assert [item["tableName"].split("_")[2] for item in data] == expected
 
@@ -705,46 +732,30 @@ def test_instances_list_every_row_when_the_limit_is_none() -> None:
     with run_emulator(EmulatorConfig(instances_row_limit=None)) as server:
         batch = server.state.create_batch(DEFAULT_CATALOG_ID, WIDE_MODEL_ID, is_full_build=True)
 
-        response = requests.get(
-            f"{server.url}{INSTANCES_PATH}",
-            params={"batchId": batch.id},
-            headers=bearer(server.token),
-            timeout=10,
-        )
-
-        assert len(response.json()["data"]) == WIDE_MODEL_AGGREGATES
+        assert len(instances(server, batchId=batch.id)["data"]) == WIDE_MODEL_AGGREGATES
 
 
-# Catalogs
-
-
-def test_catalogs_list_models(emu: EmulatorServer, session: requests.Session) -> None:
-    response = session.get(f"{emu.url}/v1/catalogs", timeout=10)
+def test_catalogs_list_models(emu: EmulatorServer) -> None:
+    response = get(emu, "/v1/catalogs", emu.token)
 
     assert response.status_code == 200
     (catalog,) = response.json()
     assert {"id", "name", "caption", "publishedAt", "publishedBy", "models"} <= set(catalog)
     assert catalog["id"] == DEFAULT_CATALOG_ID
-    assert [model["id"] for model in catalog["models"]] == [
-        DEFAULT_MODEL_ID,
-        FAILING_MODEL_ID,
-        SECOND_MODEL_ID,
-        WIDE_MODEL_ID,
-    ]
+    models = [DEFAULT_MODEL_ID, FAILING_MODEL_ID, SECOND_MODEL_ID, WIDE_MODEL_ID]
+    assert [model["id"] for model in catalog["models"]] == models
 
 
 # Timestamps and AtScale's clock
 
 
-def test_every_timestamp_is_iso_utc_with_milliseconds(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
+def test_every_timestamp_is_iso_utc_with_milliseconds(emu: EmulatorServer) -> None:
     # A quarter past a whole second: milliseconds must be kept, not rounded away.
-    clock.set(math.floor(clock.now()) + 1.25)
-    created = trigger(session, emu).json()["batch"]
-    clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
-    entry = history_entry(jwt_session, emu, created["id"])
-    stats = [item["stats"] for item in instances(session, emu, batchId=created["id"])["data"]]
+    emu.clock.set(math.floor(emu.clock.now()) + 1.25)
+    created = build(emu)
+    emu.clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
+    entry = history_entry(emu, created["id"])
+    stats = [item["stats"] for item in instances(emu, batchId=created["id"])["data"]]
 
     written = [
         created["createDate"],
@@ -758,18 +769,16 @@ def test_every_timestamp_is_iso_utc_with_milliseconds(
     assert created["createDate"].endswith(".250Z")
 
 
-def test_clock_offset_shifts_every_timestamp_written(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
+def test_clock_offset_shifts_every_timestamp_written(emu: EmulatorServer) -> None:
     offset = 3600.5
     emu.faults.configure(FaultConfig(clock_offset_seconds=offset))
-    created_at = clock.now()
-    response = trigger(session, emu)
+    created_at = emu.clock.now()
+    response = post_build(emu)
     batch_id = response.json()["batch"]["id"]
     exchanged = exchange(emu, emu.token)
-    clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
-    entry = history_entry(jwt_session, emu, batch_id)
-    first = instances(session, emu, batchId=batch_id)["data"][0]["stats"]
+    emu.clock.advance(QUEUE_SECONDS + BUILD_SECONDS)
+    entry = history_entry(emu, batch_id)
+    first = instances(emu, batchId=batch_id)["data"][0]["stats"]
 
     assert parse_iso(response.json()["batch"]["createDate"]) == pytest.approx(created_at + offset)
     assert parse_iso(entry["createDate"]) == pytest.approx(created_at + offset)
@@ -782,16 +791,14 @@ def test_clock_offset_shifts_every_timestamp_written(
     assert abs(date_header - (time.time() + offset)) < 5
 
 
-def test_batches_progress_on_the_emulators_clock_whatever_the_offset(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session, clock: ManualClock
-) -> None:
+def test_batches_progress_on_the_emulators_clock_whatever_the_offset(emu: EmulatorServer) -> None:
     emu.faults.configure(FaultConfig(clock_offset_seconds=-7200))
-    batch_id = trigger(session, emu).json()["batch"]["id"]
+    batch_id = build(emu)["id"]
 
-    clock.advance(QUEUE_SECONDS - 0.001)
-    assert history_entry(jwt_session, emu, batch_id)["status"] == "new"
-    clock.advance(0.001)
-    assert history_entry(jwt_session, emu, batch_id)["status"] == "inprogress"
+    emu.clock.advance(QUEUE_SECONDS - 0.001)
+    assert history_entry(emu, batch_id)["status"] == "new"
+    emu.clock.advance(0.001)
+    assert history_entry(emu, batch_id)["status"] == "inprogress"
 
 
 @pytest.mark.parametrize(
@@ -805,67 +812,51 @@ def test_batches_progress_on_the_emulators_clock_whatever_the_offset(
     ids=["default", "short-lived", "clock behind", "clock ahead"],
 )
 def test_an_exchanged_jwt_works_for_its_lifetime_whatever_the_offset(
-    emu: EmulatorServer, clock: ManualClock, faults: FaultConfig, lifetime: int
+    emu: EmulatorServer, faults: FaultConfig, lifetime: int
 ) -> None:
     emu.faults.configure(faults)
     access_token = exchange(emu, DEMO_TOKEN)
     claims = jwt.decode(access_token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == lifetime
 
-    clock.advance(lifetime - 1)
-    assert get_status(emu, "/v1/catalogs", access_token) == 200
-    clock.advance(1)
-    assert_error(requests.get(f"{emu.url}/v1/catalogs", headers=bearer(access_token), timeout=10), 401)
-
-
-def test_retry_after_date_follows_the_clock_offset(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.faults.configure(
-        FaultConfig(rate_429=1.0, retry_after=7, retry_after_http_date=True, clock_offset_seconds=-900)
-    )
-
-    response = session.get(f"{emu.url}/v1/catalogs", timeout=10)
-
-    announced = email.utils.parsedate_to_datetime(response.headers["Retry-After"]).timestamp()
-    dated = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
-    assert announced - dated == pytest.approx(7, abs=1)
-    assert abs(announced - (time.time() - 900 + 7)) < 5
+    emu.clock.advance(lifetime - 1)
+    assert status_of(emu, "/v1/catalogs", access_token) == 200
+    emu.clock.advance(1)
+    assert_error(get(emu, "/v1/catalogs", access_token), 401)
 
 
 # Tokens and grants
 
 
 def test_token_exchange_requires_an_api_token(emu: EmulatorServer) -> None:
-    access_token = emu.tokens.issue_access_token("someone", 60)
+    response = requests.post(f"{emu.url}/v1/token", json={}, headers=bearer(a_jwt(emu, 60)), timeout=10)
 
-    response = requests.post(f"{emu.url}/v1/token", json={}, headers=bearer(access_token), timeout=10)
     assert_error(response, 401, "API token")
 
 
-def test_password_grant_of_the_public_client_and_refresh_issue_working_tokens(
-    emu: EmulatorServer, clock: ManualClock
-) -> None:
+def test_password_grant_of_the_public_client_and_refresh_issue_working_tokens(emu: EmulatorServer) -> None:
     response = password_grant(emu)
-    assert response.status_code == 200
-    assert response.headers["Cache-Control"] == "no-store"
+    assert (response.status_code, response.headers["Cache-Control"]) == (200, "no-store")
     tokens = response.json()
     assert set(tokens) == {"access_token", "expires_in", "refresh_token", "refresh_expires_in", "token_type"}
     assert (tokens["expires_in"], tokens["refresh_expires_in"], tokens["token_type"]) == (300, 1800, "Bearer")
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
     assert (claims["sub"], claims["azp"]) == (DEFAULT_USERNAME, "atscale-ai-link")
-    clock.advance(600)
-    assert get_status(emu, "/v1/catalogs", tokens["access_token"]) == 401
+    emu.clock.advance(600)
+    assert status_of(emu, "/v1/catalogs", tokens["access_token"]) == 401
 
     refreshed = refresh_grant(emu, tokens["refresh_token"])
 
     assert refreshed.status_code == 200
-    assert get_status(emu, "/v1/catalogs", refreshed.json()["access_token"]) == 200
+    assert status_of(emu, "/v1/catalogs", refreshed.json()["access_token"]) == 200
 
 
-def test_expired_refresh_token_is_refused(emu: EmulatorServer, clock: ManualClock) -> None:
+def test_expired_refresh_token_is_refused(emu: EmulatorServer) -> None:
     refresh_token = password_grant(emu).json()["refresh_token"]
-    clock.advance(1800)
+    emu.clock.advance(1800)
 
     response = refresh_grant(emu, refresh_token)
+
     assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
 
 
@@ -919,13 +910,13 @@ def test_rotating_an_api_token_refuses_it_and_its_jwts_and_leaves_other_tokens_a
     assert emu.token == new
     assert emu.tokens.api_tokens() == [new, OTHER_TOKEN]
     for refused in (DEMO_TOKEN, old_jwt):
-        assert_error(requests.get(f"{emu.url}/v1/catalogs", headers=bearer(refused), timeout=10), 401)
-    assert get_status(emu, HISTORY_PATH, old_jwt) == 401
+        assert_error(get(emu, "/v1/catalogs", refused), 401)
+    assert status_of(emu, HISTORY_PATH, old_jwt) == 401
     assert requests.post(f"{emu.url}/v1/token", headers=bearer(DEMO_TOKEN), timeout=10).status_code == 401
     for accepted in (new, OTHER_TOKEN, other_jwt, password_jwt):
-        assert get_status(emu, "/v1/catalogs", accepted) == 200
+        assert status_of(emu, "/v1/catalogs", accepted) == 200
     for jwt_token in (exchange(emu, new), other_jwt, password_jwt):
-        assert get_status(emu, HISTORY_PATH, jwt_token) == 200
+        assert status_of(emu, HISTORY_PATH, jwt_token) == 200
     with pytest.raises(KeyError):
         emu.rotate_api_token(DEMO_TOKEN)
 
@@ -945,151 +936,17 @@ def test_api_tokens_rotate_over_http_unrecorded_and_fault_free(emu: EmulatorServ
     assert_error(unknown, 404, "not (or no longer) an accepted API token")
     assert emu.request_log.entries() == []
     emu.faults.configure(FaultConfig())
-    refused = [get_status(emu, "/v1/catalogs", token) for token in (OTHER_TOKEN, other_jwt, DEMO_TOKEN)]
-    accepted = [get_status(emu, "/v1/catalogs", token) for token in (new_other, new_first)]
+    refused = [status_of(emu, "/v1/catalogs", token) for token in (OTHER_TOKEN, other_jwt, DEMO_TOKEN)]
+    accepted = [status_of(emu, "/v1/catalogs", token) for token in (new_other, new_first)]
     assert (refused, accepted) == ([401, 401, 401], [200, 200])
 
 
-# Faults
+# Request log, control routes, concurrency and reset
 
 
-def test_503_fault_answers_before_processing(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.faults.configure(FaultConfig(rate_503=1.0))
-
-    assert_error(trigger(session, emu), 503)
-    assert emu.state.batches() == []
-    assert emu.request_log.count("POST", fault="503", status=503) == 1
-
-
-@pytest.mark.parametrize("as_date", [False, True])
-def test_429_fault_carries_retry_after(emu: EmulatorServer, session: requests.Session, as_date: bool) -> None:
-    emu.faults.configure(FaultConfig(rate_429=1.0, retry_after=7, retry_after_http_date=as_date))
-
-    response = trigger(session, emu)
-
-    assert_error(response, 429)
-    assert emu.state.batches() == []
-    if as_date:
-        announced = email.utils.parsedate_to_datetime(response.headers["Retry-After"]).timestamp()
-        assert 0 <= announced - time.time() <= 8
-    else:
-        assert response.headers["Retry-After"] == "7"
-
-
-def test_500_fault_creates_the_batch_then_fails(emu: EmulatorServer, session: requests.Session) -> None:
-    emu.faults.configure(FaultConfig(rate_500=1.0))
-
-    assert_error(trigger(session, emu), 500)
-    assert len(emu.state.batches()) == 1
-
-
-@pytest.mark.parametrize(("fault", "created"), [("drop_before", 0), ("drop_after", 2)])
-def test_a_dropped_connection_closes_without_a_byte_of_an_answer(
-    emu: EmulatorServer, session: requests.Session, fault: str, created: int
-) -> None:
-    emu.faults.configure(FaultConfig(**{f"rate_{fault}": 1.0}))
-
-    with pytest.raises(requests.ConnectionError, match="without response"):
-        trigger(session, emu)
-    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
-        httpx.post(batch_url(emu), params={"isFullBuild": "true"}, headers=bearer(emu.token))
-
-    assert len(emu.state.batches()) == created
-    assert [(entry.status, entry.fault) for entry in emu.request_log.entries()] == [(None, fault)] * 2
-
-
-def test_client_recovers_on_a_new_request_after_a_drop(
-    emu: EmulatorServer, session: requests.Session
-) -> None:
-    emu.faults.configure(FaultConfig(rate_drop_before=1.0))
-    with pytest.raises(requests.ConnectionError):
-        trigger(session, emu)
-    emu.faults.configure(FaultConfig())
-
-    assert trigger(session, emu).status_code == 201
-
-
-@pytest.mark.parametrize(
-    "faults",
-    [FaultConfig(latency_seconds=0.2), FaultConfig(rate_slow=1.0, slow_seconds=0.2)],
-    ids=["latency", "slow"],
-)
-def test_latency_and_slow_answers_are_delayed(
-    emu: EmulatorServer, session: requests.Session, faults: FaultConfig
-) -> None:
-    emu.faults.configure(faults)
-    started = time.monotonic()
-
-    assert session.get(f"{emu.url}/v1/catalogs", timeout=10).status_code == 200
-    assert time.monotonic() - started >= 0.2
-
-
-def test_seeded_faults_repeat_exactly(emu: EmulatorServer, session: requests.Session) -> None:
-    config = FaultConfig(seed=42, rate_503=0.3, rate_429=0.2, rate_500=0.2)
-
-    def run() -> list[int]:
-        emu.faults.configure(config)
-        return [session.get(f"{emu.url}/v1/catalogs", timeout=10).status_code for _ in range(30)]
-
-    first, second = run(), run()
-    assert first == second
-    assert {200, 429, 500, 503} <= set(first)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "fragment"),
-    [
-        ({"rate_503": 1.5}, "rate_503"),
-        ({"rate_503": 0.6, "rate_500": 0.6}, "add up"),
-        ({"latency_seconds": -1}, "latency_seconds"),
-        ({"token_ttl_seconds": 0}, "token_ttl_seconds"),
-        ({"clock_offset_seconds": float("nan")}, "clock_offset_seconds"),
-    ],
-)
-def test_invalid_fault_configuration_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(ValueError, match=fragment):
-        FaultConfig(**kwargs)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "fragment"),
-    [
-        ({"instances_row_limit": 0}, "instances_row_limit"),
-        ({"api_tokens": ("a", "a")}, "API tokens"),
-        ({"catalogs": (CatalogConfig("c", "C"), CatalogConfig("c", "D"))}, "unique"),
-        ({"catalogs": (CatalogConfig("c", "C", (ModelConfig("m", "M"), ModelConfig("m", "N"))),)}, "unique"),
-        ({"default_build_seconds": -1}, "default_build_seconds"),
-    ],
-)
-def test_invalid_emulator_configuration_is_refused(kwargs: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(ValueError, match=fragment):
-        EmulatorConfig(**kwargs)
-
-
-def test_faults_can_be_changed_over_http(emu: EmulatorServer, session: requests.Session) -> None:
-    response = requests.put(
-        f"{emu.url}/_emulator/faults", json={"rate_429": 1.0, "retry_after": 3}, timeout=10
-    )
-    assert response.status_code == 200
-    assert session.get(f"{emu.url}/v1/catalogs", timeout=10).headers["Retry-After"] == "3"
-
-    refused = requests.put(f"{emu.url}/_emulator/faults", json={"rate_429": 2}, timeout=10)
-    assert_error(refused, 400, "rate_429")
-
-
-# Request log and control routes
-
-
-def test_request_log_records_requests_and_counts_them(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session
-) -> None:
-    session.post(
-        batch_url(emu),
-        params={"isFullBuild": "false"},
-        json={"gracePeriodOverrides": {"sales": 1}},
-        timeout=10,
-    )
-    history(jwt_session, emu, modelId=DEFAULT_MODEL_ID)
+def test_request_log_records_requests_and_counts_them(emu: EmulatorServer) -> None:
+    post_build(emu, full="false", json={"gracePeriodOverrides": {"sales": 1}})
+    history(emu, modelId=DEFAULT_MODEL_ID)
     password_grant(emu)
 
     post, _, grant = emu.request_log.entries()
@@ -1106,16 +963,9 @@ def test_request_log_records_requests_and_counts_them(
     assert emu.request_log.count() == 0
 
 
-def test_control_routes_serve_requests_and_batches_fault_free_and_unrecorded(
-    emu: EmulatorServer, session: requests.Session, clock: ManualClock
-) -> None:
-    session.post(
-        batch_url(emu),
-        params={"isFullBuild": "false"},
-        json={"gracePeriodOverrides": {"sales": 1}},
-        timeout=10,
-    )
-    clock.advance(QUEUE_SECONDS)
+def test_control_routes_serve_requests_and_batches_fault_free_and_unrecorded(emu: EmulatorServer) -> None:
+    post_build(emu, full="false", json={"gracePeriodOverrides": {"sales": 1}})
+    emu.clock.advance(QUEUE_SECONDS)
     emu.faults.configure(FaultConfig(rate_503=1.0))
 
     (batch,) = requests.get(f"{emu.url}/_emulator/batches", timeout=10).json()
@@ -1134,30 +984,23 @@ def test_control_routes_serve_requests_and_batches_fault_free_and_unrecorded(
     assert emu.request_log.entries() == []
 
 
-# Concurrency and reset
-
-
 def test_many_concurrent_pollers_are_served(emu: EmulatorServer) -> None:
     batch_id = emu.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=True).id
 
     async def poll_all() -> list[int]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(
-            base_url=emu.url, headers=bearer(emu.token), limits=limits, timeout=30
-        ) as client:
-            responses = await asyncio.gather(
-                *(client.get(INSTANCES_PATH, params={"batchId": batch_id}) for _ in range(200))
-            )
-        return [response.status_code for response in responses]
+        async with httpx.AsyncClient(base_url=emu.url, headers=bearer(emu.token), limits=limits) as client:
+            calls = (client.get(INSTANCES_PATH, params={"batchId": batch_id}, timeout=30) for _ in range(200))
+            return [response.status_code for response in await asyncio.gather(*calls)]
 
     assert asyncio.run(poll_all()) == [200] * 200
 
 
 def test_reset_forgets_batches_requests_faults_models_tokens_and_history_settings(
-    emu: EmulatorServer, session: requests.Session, jwt_session: requests.Session
+    emu: EmulatorServer,
 ) -> None:
-    trigger(session, emu)
-    access_token = emu.tokens.issue_access_token("someone", 60)
+    post_build(emu)
+    access_token, issued_before = a_jwt(emu, 60), a_jwt(emu)
     emu.state.configure_model(DEFAULT_MODEL_ID, fail=True)
     emu.state.set_batch_history_enabled(False)
     emu.state.set_batch_history_accepts_api_tokens(True)
@@ -1170,27 +1013,11 @@ def test_reset_forgets_batches_requests_faults_models_tokens_and_history_setting
     assert emu.request_log.entries() == []
     assert emu.tokens.access_claims(access_token) is None
     assert emu.token == DEMO_TOKEN
-    assert history(session, emu).status_code == 401
-    assert history(jwt_session, emu).status_code == 401, "issued before the reset"
+    assert history(emu, emu.token).status_code == 401
+    assert history(emu, issued_before).status_code == 401
     assert emu.tokens.api_tokens() == [DEMO_TOKEN, OTHER_TOKEN]
-    trigger(session, emu)
+    post_build(emu)
     assert [batch.fail for batch in emu.state.batches()] == [False]
-
-
-# State without HTTP
-
-
-def test_state_computes_status_from_the_clock() -> None:
-    clock = ManualClock(start=1_700_000_000)
-    state = EmulatorState(EmulatorConfig(default_queue_seconds=1, default_build_seconds=2), clock)
-    batch = state.create_batch(DEFAULT_CATALOG_ID, SECOND_MODEL_ID, is_full_build=False)
-
-    seen = []
-    for _ in range(4):
-        seen.append(batch.status_at(clock.now()))
-        clock.advance(1)
-    assert seen == ["new", "inprogress", "inprogress", "done"]
-    assert state.batch_payload(batch)["createDate"] == "2023-11-14T22:13:20.000Z"
 
 
 def test_manual_clock_refuses_to_go_back() -> None:
@@ -1258,15 +1085,17 @@ LAUNCHERS = {
 }
 
 
-def cli_command(launcher: str, *options: str) -> list[str]:
-    return [sys.executable, *LAUNCHERS[launcher], "--port", "0", "--log-level", "warning", *options]
+def start_cli(launcher: str, stdout: Any, stderr: Any) -> subprocess.Popen[Any]:
+    command = [sys.executable, *LAUNCHERS[launcher], "--port", "0", "--log-level", "warning"]
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, env=env, cwd=REPO_ROOT)
 
 
-def cli_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    }
+def stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
@@ -1275,20 +1104,11 @@ def test_cli_prints_its_url_token_and_models_serves_and_stops_on_sigterm(
 ) -> None:
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            cli_command(launcher),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=cli_env(),
-            cwd=REPO_ROOT,
-        )
+        process = start_cli(launcher, subprocess.PIPE, stderr)
     lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    stdout = process.stdout
 
     def read_lines() -> None:
-        for line in stdout:
+        for line in process.stdout or ():
             lines.put(line)
 
     threading.Thread(target=read_lines, daemon=True).start()
@@ -1312,9 +1132,7 @@ def test_cli_prints_its_url_token_and_models_serves_and_stops_on_sigterm(
 
         assert process.wait(timeout=20) == 0, stderr_path.read_text()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 # Room left in the emulator's stdout pipe: its first line fits, its second does not.
@@ -1336,9 +1154,7 @@ def test_cli_stops_cleanly_on_sigterm_sent_while_stalled_right_after_its_first_l
     os.write(write_end, b"\0" * filler)
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            cli_command("module"), stdout=write_end, stderr=stderr, env=cli_env(), cwd=REPO_ROOT
-        )
+        process = start_cli("module", write_end, stderr)
     os.close(write_end)
     try:
         deadline = time.monotonic() + 60
@@ -1355,6 +1171,4 @@ def test_cli_stops_cleanly_on_sigterm_sent_while_stalled_right_after_its_first_l
         assert b"AtScale emulator listening on http://127.0.0.1:" in output
     finally:
         os.close(read_end)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)

@@ -30,6 +30,7 @@ from tests.helpers import (
     batch_object,
     connection_uri,
 )
+from tests.helpers import use_connection as use
 
 CREATED = {"status_code": 201, "json": {"batch": batch_object(), "success": True}}
 CATALOGS = [
@@ -47,53 +48,29 @@ CATALOGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _exact_requests(monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock) -> None:
+@pytest.fixture
+def hook(atscale_conn: str, monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock) -> AtScaleHook:
     """No CA bundle from the environment (requests would put it in place of verify=True), no real waits."""
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-
-
-@pytest.fixture
-def hook(atscale_conn: str) -> AtScaleHook:
     return AtScaleHook(atscale_conn_id=atscale_conn)
-
-
-def use(monkeypatch: pytest.MonkeyPatch, **conn: Any) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(**conn))
 
 
 # The requests
 
 
-@pytest.mark.parametrize(
-    ("full_build", "overrides", "query", "body"),
-    [
-        (True, None, "true", {"gracePeriodOverrides": {}}),
-        (
-            "false",
-            {"factinternetsales": "30", "x": 0},
-            "false",
-            {"gracePeriodOverrides": {"factinternetsales": 30, "x": 0}},
-        ),
-    ],
-)
-def test_a_build_is_exactly_the_documented_request(
-    hook: AtScaleHook, requests_mock: rm.Mocker, full_build: Any, overrides: Any, query: str, body: Any
-) -> None:
+def test_a_build_is_exactly_the_documented_request(hook: AtScaleHook, requests_mock: rm.Mocker) -> None:
     requests_mock.post(TRIGGER_URL, **CREATED)
 
-    batch = hook.trigger_aggregate_build(
-        CATALOG_ID, MODEL_ID, full_build=full_build, grace_period_overrides=overrides
-    )
+    batch = hook.trigger_aggregate_build(CATALOG_ID, MODEL_ID, full_build=True)
 
     (request,) = requests_mock.request_history
-    assert (request.method, request.url) == ("POST", f"{TRIGGER_URL}?isFullBuild={query}")
+    assert (request.method, request.url) == ("POST", f"{TRIGGER_URL}?isFullBuild=true")
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Accept"] == "application/json"
     assert request.headers["User-Agent"] == f"airflow-provider-atscale/{__version__}"
-    assert request.json() == body
+    assert request.json() == {"gracePeriodOverrides": {}}
     assert (request.timeout, request.verify) == (30.0, True)
     assert batch.to_api() == batch_object(), "the batch as AtScale sent it"
 
@@ -261,14 +238,6 @@ def test_each_secret_is_registered_with_the_masker_once_per_process(
         AtScaleHook().reconnect()
 
     assert registered == [TOKEN], "a triggerer builds a hook per trigger; registering costs milliseconds"
-
-
-def test_the_token_is_masked_in_airflows_logs(hook: AtScaleHook) -> None:
-    from tests.compat import redact
-
-    hook.reconnect()
-
-    assert redact(f"the token is {TOKEN}") == "the token is ***"
 
 
 # Catalogs and models by name

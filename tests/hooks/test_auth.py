@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -13,14 +12,11 @@ from airflow_provider_atscale._inputs import ConnectionSettings
 from airflow_provider_atscale.errors import AtScaleAuthError, AtScaleResponseError
 from airflow_provider_atscale.hooks import _auth
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
-from tests.helpers import BASE_URL, CATALOGS_URL, GRANT_URL, TOKEN, TOKEN_URL, FakeClock, connection_uri, jwt
+from tests.helpers import BASE_URL, CATALOGS_URL, GRANT_URL, TOKEN, TOKEN_URL, FakeClock, jwt, use_connection
 
 
-def hook_of(monkeypatch: pytest.MonkeyPatch, *, login: str | None = None, **extra: Any) -> AtScaleHook:
-    conn = json.loads(connection_uri(**extra))
-    if login is not None:
-        conn["login"] = login
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", json.dumps(conn))
+def hook_of(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> AtScaleHook:
+    use_connection(monkeypatch, **fields)
     return AtScaleHook()
 
 
@@ -176,11 +172,7 @@ def test_refused_credentials_are_an_auth_error_naming_the_connection_without_sec
         "AtScale refused to authenticate connection 'atscale_default' (auth_type 'password'): AtScale POST "
         "/auth/realms/atscale/protocol/openid-connect/token failed with HTTP 401: Invalid user credentials"
     )
-    for text in (
-        str(excinfo.value),
-        repr(hook.settings),
-        repr(_auth.Credentials(hook.settings)),
-    ):
+    for text in (str(excinfo.value), repr(hook.settings), repr(_auth.Credentials(hook.settings))):
         assert TOKEN not in text
         assert "s3cr3t-c" not in text
 
@@ -229,9 +221,7 @@ def test_a_second_401_is_an_auth_error_naming_the_connection_and_auth_type(
         hook_of(monkeypatch, auth_type="token_exchange").list_catalogs()
 
     assert [r.path for r in requests_mock.request_history] == ["/v1/token", "/v1/catalogs"] * 2
-    assert "(connection 'atscale_default', auth_type 'token_exchange': AtScale refused its API token" in str(
-        excinfo.value
-    )
+    assert "(connection 'atscale_default', auth_type 'token_exchange'" in str(excinfo.value)
 
 
 # Tokens as state

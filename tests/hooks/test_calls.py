@@ -1,7 +1,5 @@
-"""
-The calls of ``hooks/_calls.py`` driven by hand, as h11's tests drive its state machine: a test feeds a flow
-AtScale's answers in order and reads the instructions it yields. No HTTP, no hook, no Airflow connection.
-"""
+"""The flows of ``hooks/_calls.py`` driven by hand, as h11's tests drive its state machine: a test feeds a
+flow AtScale's answers in order and reads the instructions it yields. No HTTP, no hook, no connection."""
 
 from __future__ import annotations
 
@@ -41,6 +39,7 @@ BUILD = BuildRequest(CATALOG_ID, MODEL_ID, full_build=False, grace_period_overri
 REF = BatchRef(CATALOG_ID, MODEL_ID, BATCH_ID)
 BUILD_PATH = f"/v1/aggregates-batch/catalogs/{CATALOG_ID}/models/{MODEL_ID}"
 HISTORY_PATH = "/wapi/p/aggregate/batch-history"
+pytestmark = pytest.mark.usefixtures("fake_clock")
 
 Answer = RawResponse | str
 """A response, or ``"dropped"`` / ``"refused"`` for none (see :class:`Feed`)."""
@@ -101,11 +100,6 @@ def catalogs(**settings: Any) -> Any:
 CREATED = answer(201, {"batch": batch_object(), "success": True})
 EXCHANGED = answer(201, {"accessToken": "jwt-1"})
 OK = answer(200, [])
-
-
-@pytest.fixture(autouse=True)
-def _clock(fake_clock: FakeClock) -> FakeClock:
-    return fake_clock
 
 
 # Starting a build, never two
@@ -175,7 +169,6 @@ def test_a_failed_token_request_for_the_post_is_raised_and_no_build_is_looked_fo
 
 
 def test_reposts_after_ambiguous_failures_count_against_the_posts_retries() -> None:
-    """A 500 with no batch in history, then 503s: four POSTs in all with max_retries=3."""
     run = Feed([answer(500), EXCHANGED, answer(200, {"data": []}), *[answer(503)] * 3])
 
     with pytest.raises(AtScaleServerError, match="HTTP 503"):
@@ -278,11 +271,6 @@ def test_a_retry_after_header_is_read_as_seconds_never_negative(
     assert parse_retry_after(value) == seconds
 
 
-def test_retries_stop_after_max_retries_with_the_last_failure() -> None:
-    with pytest.raises(AtScaleServerError, match="HTTP 503: restarting"):
-        Feed([answer(503, {"message": "restarting"})] * 4)(catalogs(max_retries=3))
-
-
 def test_retries_stop_before_a_wait_would_pass_retry_max_wait() -> None:
     run = Feed([answer(429, retry_after="40")] * 3)
 
@@ -302,7 +290,6 @@ def test_each_retry_is_one_warning_naming_the_request_once(caplog: pytest.LogCap
 
 
 def test_token_requests_made_for_a_call_share_its_budget() -> None:
-    """The exchange answering 503 for ever: 1 + max_retries token requests for the whole call, no more."""
     run = Feed(lambda send: answer(503))
 
     with pytest.raises(AtScaleServerError, match="POST /v1/token failed with HTTP 503"):
@@ -311,9 +298,8 @@ def test_token_requests_made_for_a_call_share_its_budget() -> None:
     assert run.paths == ["/v1/token"] * 4, "nothing sent without a token"
 
 
-# Fails (was a KeyError; now a response error blaming a stale token): see the report on hooks/_calls.send.
 def test_a_401_once_the_call_has_spent_its_token_requests_is_the_auth_error() -> None:
-    """token_exchange, max_retries=1: history 401 twice (a new JWT between), then instances 401."""
+    # History refuses two JWTs, then the instances refuse the last: the 401 is raised, not a stale token.
     run = Feed([EXCHANGED, answer(401), EXCHANGED, answer(401), answer(401)])
 
     with pytest.raises(AtScaleAuthError, match="GET /v1/aggregates/instances failed with HTTP 401"):

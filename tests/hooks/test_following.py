@@ -1,11 +1,8 @@
-"""
-Following a batch, request by request: batch history with the JWT it wants, and the aggregate instances
-when history is refused or fails (requests-mock, a fake clock).
-"""
+"""Following a batch, request by request: batch history with the JWT it wants, and the aggregate instances
+when history is refused or fails (requests-mock, a fake clock)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -16,7 +13,6 @@ import requests_mock as rm
 from airflow_provider_atscale.errors import AtScaleAuthError, AtScaleNotFoundError, AtScaleResponseError
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
 from tests.helpers import (
-    ACCESS_TOKEN,
     BATCH_ID,
     CATALOG_ID,
     GRANT_URL,
@@ -25,16 +21,15 @@ from tests.helpers import (
     MODEL_ID,
     TOKEN,
     TOKEN_URL,
-    FakeClock,
     batch_object,
-    connection_uri,
     history_page,
     instance_object,
-    iso,
+    use_connection,
 )
 
 pytestmark = pytest.mark.usefixtures("atscale_conn", "fake_clock")
 
+ACCESS_TOKEN = "exchanged-access-token"
 PUBLIC_INSTANCES_URL = INSTANCES_URL.replace("/v1/aggregates/", "/v1/public/aggregates/")
 HISTORY_PATH, INSTANCES_PATH = "/wapi/p/aggregate/batch-history", "/v1/aggregates/instances"
 
@@ -48,9 +43,9 @@ def sent_to(mock: rm.Mocker, path: str, what: Any = lambda r: r.headers.get("Aut
     return [what(r) for r in mock.request_history if r.path == path]
 
 
-def instances(*statuses: str, batch_id: str = BATCH_ID) -> dict[str, Any]:
+def instances(*statuses: str) -> dict[str, Any]:
     """An instances answer as AtScale documents it: ``{"data": [...]}``, no total."""
-    return {"data": [instance_object(s, f"agg_{i}", batch_id=batch_id) for i, s in enumerate(statuses)]}
+    return {"data": [instance_object(status, f"agg_{i}") for i, status in enumerate(statuses)]}
 
 
 def status_filter(request: Any) -> str | None:
@@ -167,8 +162,7 @@ def test_a_token_refused_with_401_is_an_auth_error_not_history_unserved(
     auth_type: str,
     url: str,
 ) -> None:
-    conn = {**json.loads(connection_uri()), "login": "svc", "extra": {"auth_type": auth_type}}
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", json.dumps(conn))
+    use_connection(monkeypatch, login="svc", auth_type=auth_type)
     requests_mock.post(url, status_code=401, json={"message": "Invalid token"})
 
     with caplog.at_level(logging.INFO), pytest.raises(AtScaleAuthError) as excinfo:
@@ -190,7 +184,7 @@ def test_a_token_refused_with_401_is_an_auth_error_not_history_unserved(
 def test_history_failing_in_passing_is_read_from_instances_this_time_and_tried_again_next_time(
     exchanged: rm.Mocker, monkeypatch: pytest.MonkeyPatch, failures: list[dict[str, Any]]
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(max_retries=1))
+    use_connection(monkeypatch, max_retries=1)
     exchanged.get(HISTORY_URL, [*failures, {"json": history_page(batch_object(status="done"))}])
     exchanged.get(INSTANCES_URL, json=instances("pending"))
     hook = AtScaleHook()
@@ -198,31 +192,11 @@ def test_history_failing_in_passing_is_read_from_instances_this_time_and_tried_a
     assert [poll(hook), poll(hook)] == ["inprogress", "done"]
 
 
-def test_find_running_batch_attaches_only_to_aggregate_builds(
-    exchanged: rm.Mocker, fake_clock: FakeClock
-) -> None:
-    now = datetime.fromtimestamp(fake_clock.now(), tz=timezone.utc)
-    cleanup = batch_object(
-        id="cleanup", status="inprogress", batchType="aggregate_cleanup", createDate=iso(fake_clock.now())
-    )
-    exchanged.get(
-        HISTORY_URL,
-        json=history_page(
-            cleanup, batch_object(id="ours", status="inprogress", createDate=iso(fake_clock.now()))
-        ),
-    )
-
-    batch = AtScaleHook().find_running_batch(CATALOG_ID, MODEL_ID, full_build=False, created_since=now)
-
-    assert batch is not None
-    assert batch.id == "ours"
-
-
 @pytest.mark.parametrize(("status", "reads"), [(403, 1), (503, 2)])
 def test_find_running_batch_finds_none_where_history_cannot_be_read_remembering_a_refusal(
     exchanged: rm.Mocker, monkeypatch: pytest.MonkeyPatch, status: int, reads: int
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(max_retries=0))
+    use_connection(monkeypatch, max_retries=0)
     exchanged.get(HISTORY_URL, status_code=status)
     hook, since = AtScaleHook(), datetime.now(tz=timezone.utc)
 

@@ -16,8 +16,6 @@ from airflow_provider_atscale.hooks._form import (
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
 from tests.compat import AIRFLOW_V_3_2_PLUS
 
-HAS_WTFORMS = importlib.util.find_spec("wtforms") is not None
-
 
 def declared() -> dict[str, Any]:
     (atscale,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "atscale"]
@@ -61,16 +59,3 @@ def test_widgets_carry_the_declared_labels_descriptions_and_defaults() -> None:
         )
         is_secret = spec["schema"].get("format") == "password"
         assert (widgets[name].field_class.__name__ == "PasswordField") is is_secret
-
-
-@pytest.mark.skipif(
-    not AIRFLOW_V_3_2_PLUS and not HAS_WTFORMS,
-    reason="Airflow 3.0 and 3.1 build connection forms with WTForms, from the FAB provider: not installed",
-)
-def test_airflow_registers_the_form_of_the_atscale_connection_type() -> None:
-    from airflow.providers_manager import ProvidersManager
-
-    manager = ProvidersManager()
-
-    assert manager.field_behaviours["atscale"] == ui_field_behaviour()
-    assert {"extra__atscale__verify", "extra__atscale__timeout"} <= set(manager.connection_form_widgets)

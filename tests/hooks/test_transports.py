@@ -1,7 +1,5 @@
-"""
-The two transports against a real HTTP server on 127.0.0.1 (the emulator): what each makes of no answer, how
-each verifies TLS, the triggerer's shared aiohttp session, and the connection read anew.
-"""
+"""The two transports against a real HTTP server on 127.0.0.1 (the emulator): what each makes of no answer,
+how each verifies TLS, the triggerer's shared aiohttp session, and the connection read anew."""
 
 from __future__ import annotations
 
@@ -19,15 +17,10 @@ from airflow_provider_atscale.emulator import DEFAULT_CATALOG_ID, DEFAULT_MODEL_
 from airflow_provider_atscale.errors import AtScaleConfigurationError, AtScaleTransportError
 from airflow_provider_atscale.hooks import _http
 from airflow_provider_atscale.hooks.atscale import AtScaleHook
-from tests.helpers import connection_uri
+from tests.helpers import use_connection as use
 
 if TYPE_CHECKING:
     from airflow_provider_atscale.emulator import EmulatorServer
-    from tests.helpers import DrivenClock
-
-BUILD_PATH = f"/v1/aggregates-batch/catalogs/{DEFAULT_CATALOG_ID}/models/{DEFAULT_MODEL_ID}"
-FIRST_ONLY = {"seed": 13}
-"""Faults at a rate of 0.5 drawn from seed 13 hit the first of the next four requests only."""
 
 
 def closed_port() -> int:
@@ -35,10 +28,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def use(monkeypatch: pytest.MonkeyPatch, url: str, token: str = "t", **extra: object) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_ATSCALE_DEFAULT", connection_uri(host=url, password=token, **extra))
 
 
 def on_a_loop(hook: AtScaleHook, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -67,7 +56,7 @@ MODES = pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_refused_connection_is_a_transport_error_that_never_reached_atscale(
     monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, mode: str
 ) -> None:
-    use(monkeypatch, f"http://127.0.0.1:{closed_port()}", max_retries=0)
+    use(monkeypatch, f"http://127.0.0.1:{closed_port()}", "t", max_retries=0)
 
     with pytest.raises(AtScaleTransportError, match=r"got no answer from http://127\.0\.0\.1") as excinfo:
         poll(AtScaleHook(), mode)
@@ -89,37 +78,6 @@ def test_a_connection_dropped_after_the_request_is_a_transport_error_that_may_ha
     assert excinfo.value.path == "/v1/aggregates/instances", "history failed first, then its fallback"
     # Each request sent once: neither client may quietly send again what the flow did not ask for.
     assert [r.path for r in emulator.request_log.entries()] == ["/v1/token", "/v1/aggregates/instances"]
-
-
-def test_the_async_transport_waits_out_a_429_on_the_event_loop(
-    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, emulator_clock: DrivenClock
-) -> None:
-    batch = emulator.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=False)
-    emulator.faults.configure(FaultConfig(**FIRST_ONLY, rate_429=0.5, retry_after=7))
-
-    assert poll(AtScaleHook(), "async", batch.id).id == batch.id
-
-    assert [(r.path, r.status) for r in emulator.request_log.entries()] == [
-        ("/v1/token", 429),
-        ("/v1/token", 200),
-        ("/wapi/p/aggregate/batch-history", 200),
-    ]
-    assert emulator_clock.sleeps == [7.0]
-
-
-def test_a_post_dropped_after_atscale_started_the_build_is_found_in_history_not_posted_again(
-    emulator: EmulatorServer,
-) -> None:
-    emulator.faults.configure(FaultConfig(**FIRST_ONLY, rate_drop_after=0.5))
-
-    batch = AtScaleHook().trigger_aggregate_build(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, full_build=False)
-
-    assert [(r.method, r.path, r.fault) for r in emulator.request_log.entries()] == [
-        ("POST", BUILD_PATH, "drop_after"),
-        ("POST", "/v1/token", None),
-        ("GET", "/wapi/p/aggregate/batch-history", None),
-    ]
-    assert [b.id for b in emulator.state.batches()] == [batch.id]
 
 
 def test_an_async_lookup_of_an_unknown_connection_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,18 +109,6 @@ def test_areconnect_says_whether_the_connection_changed_and_the_next_request_use
     assert on_a_loop(hook, moved) == (False, False, True, batch.id)
 
 
-def test_an_async_hook_reads_its_connection_when_it_starts(
-    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer
-) -> None:
-    batch = emulator.state.create_batch(DEFAULT_CATALOG_ID, DEFAULT_MODEL_ID, is_full_build=False)
-    poll(AtScaleHook(), "async", batch.id)
-    port = closed_port()
-    use(monkeypatch, f"http://127.0.0.1:{port}", emulator.token, max_retries=0)
-
-    with pytest.raises(AtScaleTransportError, match=f"got no answer from http://127.0.0.1:{port}"):
-        poll(AtScaleHook(), "async")
-
-
 # TLS and the shared aiohttp session
 
 
@@ -183,7 +129,7 @@ def test_each_verify_setting_has_one_tls_context_per_process() -> None:
 
 
 def test_the_async_transport_trusts_the_connections_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
-    use(monkeypatch, "https://atscale.test", verify=certifi.where())
+    use(monkeypatch, verify=certifi.where())
     hook = AtScaleHook()
 
     async def context() -> Any:
