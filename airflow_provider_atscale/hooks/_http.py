@@ -173,7 +173,7 @@ async def arun(flow: Flow[T], settings: ConnectionSettings) -> T:
     import aiohttp
 
     session = open_session(settings.verify)
-    timeout = aiohttp.ClientTimeout(total=settings.timeout)
+    timeout = _timeout(settings.timeout)
     answer: Any = None
     try:
         while True:
@@ -266,6 +266,13 @@ def ssl_context(verify: bool | str) -> ssl.SSLContext:
     if not verify:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     return context
+
+
+@lru_cache(maxsize=8)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 @lru_cache(maxsize=256)

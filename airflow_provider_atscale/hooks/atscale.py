@@ -164,7 +164,8 @@ class AtScaleHook(BaseHook):
         return _http.run(flow, self.get_conn(), self.settings)
 
     async def _arun(self, flow: _http.Flow[T]) -> T:
-        await self.aget_conn()
+        if self._server is None or self._server.settings.verify not in self._async_verify:
+            await self.aget_conn()  # counted in once, not on every poll
         return await _http.arun(flow, self.settings)
 
     # Calls with checked input
